@@ -1,0 +1,110 @@
+// The C++ core's public surface: argument structs for one direction of one
+// layer, and the table of per-ISA kernels. No Python, no allocation policy:
+// the caller owns every buffer named here.
+//
+// T = time steps, B = batch, I = input size, H = hidden size, G = gates,
+// N = T*B rows of a sequence in either layout (time-major or batch-first).
+#pragma once
+#include <cstdint>
+
+namespace rnncore {
+
+enum class CellKind : int { kLstm = 0, kGru = 1, kRnnTanh = 2, kRnnRelu = 3 };
+
+struct CellSpec {
+  CellKind kind = CellKind::kLstm;
+  bool peephole = false;     // lstm: weight_ch
+  bool reset_after = true;   // gru: r*(W_hn h + b_hn) (true) or W_hn (r*h) (false)
+};
+
+// Gates per hidden unit in W_ih / W_hh.
+int NumGates(const CellSpec& cell);
+
+// A sequence of rows: row (t, b) starts at p + (t*st + b*sb)*ld and holds the
+// row's values contiguously. Time-major: st = B, sb = 1; batch-first: st = 1, sb = T.
+template <typename T>
+struct Seq {
+  T* p = nullptr;
+  int64_t ld = 0, st = 0, sb = 0;
+  T* Row(int64_t t, int64_t b) const { return p + (t * st + b * sb) * ld; }
+};
+
+struct Problem {
+  int T = 0, B = 0, I = 0, H = 0;
+  bool reverse = false;             // process each row's valid part from its end
+  const int32_t* lengths = nullptr; // [B] in [1, T], or null: all rows are T long
+  int threads = 1;                  // upper bound on the team; the kernel may use fewer
+};
+
+template <typename T>
+struct Weights {
+  const T* w_ih = nullptr;  // [G*H, I]
+  const T* w_hh = nullptr;  // [G*H, H]
+  const T* b_ih = nullptr;  // [G*H] or null (bias=False)
+  const T* b_hh = nullptr;  // [G*H] or null
+  const T* w_ch = nullptr;  // [3, H] lstm peepholes (w_i, w_f, w_o) or null
+};
+
+template <typename T>
+struct Grads {              // accumulated into (+=)
+  T* w_ih = nullptr;
+  T* w_hh = nullptr;
+  T* b_ih = nullptr;
+  T* b_hh = nullptr;
+  T* w_ch = nullptr;
+};
+
+// What BPTT needs of a forward pass. Rows are in the input's row order.
+template <typename T>
+struct Tape {
+  T* gates = nullptr;  // [N, G*H] gate activations
+  T* hprev = nullptr;  // [N, H] the state each row saw before its step (0 past its length)
+  T* c = nullptr;      // [N, H] lstm: cell state after the step
+  T* extra = nullptr;  // [N, H] gru: W_hn h + b_hn (reset_after) or r*h (not)
+};
+
+template <typename T>
+struct FwdArgs {
+  Problem pb;
+  CellSpec cell;
+  Weights<T> w;
+  Seq<const T> x;            // [N, I]
+  const T* h0 = nullptr;     // [B, H]
+  const T* c0 = nullptr;     // [B, H] lstm
+  Seq<T> y;                  // [N, H] slice of the output (ld = D*H)
+  T* hn = nullptr;           // [B, H] state after each row's last valid step
+  T* cn = nullptr;           // [B, H] lstm
+  Tape<T> tape;              // all null for inference
+};
+
+template <typename T>
+struct BwdArgs {
+  Problem pb;
+  CellSpec cell;
+  Weights<T> w;
+  Seq<const T> x;            // [N, I] the forward input
+  const T* h0 = nullptr;     // [B, H]
+  const T* c0 = nullptr;     // [B, H] lstm
+  Tape<T> tape;              // as filled by the forward pass; read only
+  Seq<const T> dy;           // [N, H] gradient of the output slice
+  const T* dhn = nullptr;    // [B, H] gradient of the final state, or null
+  const T* dcn = nullptr;    // [B, H] lstm, or null
+  Seq<T> dx;                 // [N, I]
+  bool dx_accumulate = false;  // add into dx (second direction) instead of overwriting
+  T* dh0 = nullptr;          // [B, H]
+  T* dc0 = nullptr;          // [B, H] lstm
+  Grads<T> g;
+};
+
+enum class Isa : int { kGeneric = 0, kAvx2 = 1 };
+
+struct KernelTable {
+  Isa isa;
+  const char* name;
+  void (*fwd_f32)(const FwdArgs<float>&);
+  void (*fwd_f64)(const FwdArgs<double>&);
+  void (*bwd_f32)(const BwdArgs<float>&);
+  void (*bwd_f64)(const BwdArgs<double>&);
+};
+
+}  // namespace rnncore

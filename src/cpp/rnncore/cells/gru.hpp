@@ -1,0 +1,238 @@
+// GRU, gate order r, z, n as torch.nn.GRU. reset_after (PyTorch, cuDNN):
+// n = tanh(W_in x + b_in + r*(W_hn h + b_hn)); otherwise (Cho et al. 2014):
+// n = tanh(W_in x + b_in + W_hn (r*h) + b_hn), which needs r*h of every unit
+// before the n product, so that form costs a second barrier per step.
+// h_t = (1-z)*n + z*h_{t-1}.
+
+template <typename T>
+void GruFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
+  constexpr int W = Vec<T>::kW;
+  using V = Vec<T>;
+  const int H = c.H;
+  for (int blk = b0; blk < b1; ++blk) {
+    const int j0 = blk * W, n = MinI(W, H - j0);
+    const T* wp = c.wp + static_cast<int64_t>(blk) * H * 3 * W;
+    RowTiles<TileRows<3>()>(c.B, [&](int r0, auto nr_c) {
+      constexpr int R = decltype(nr_c)::value;
+      const T* rows[R];
+      for (int r = 0; r < R; ++r) rows[r] = hp + static_cast<int64_t>(r0 + r) * H;
+      V acc[R][3];
+      Prod<T, 3, R>(rows, H, wp, acc);
+      for (int r = 0; r < R; ++r) {
+        const int b = r0 + r;
+        const int64_t o = static_cast<int64_t>(b) * H + j0;
+        const int t = MapT(c.a->pb, s, b);
+        const V hpv = LoadN(hp + o, n);
+        if (t < 0) {
+          StoreN(hc + o, hpv, n);
+          continue;
+        }
+        T* g = c.gates.Row(t, b) + j0;
+        const T* bx = c.bias_x + j0;
+        const V rg = Sigmoid(LoadN(g, n) + LoadN(bx, n) + acc[r][0]);
+        const V zg = Sigmoid(LoadN(g + H, n) + LoadN(bx + H, n) + acc[r][1]);
+        const V hn = acc[r][2] + LoadN(c.bias_h + 2 * H + j0, n);  // W_hn h + b_hn
+        const V ng = Tanh(Fma(rg, hn, LoadN(g + 2 * H, n) + LoadN(bx + 2 * H, n)));
+        const V h = Fma(zg, hpv - ng, ng);  // (1-z)*n + z*h_{t-1}
+        StoreN(hc + o, h, n);
+        StoreN(c.a->y.Row(t, b) + j0, h, n);
+        if (c.hprev.p) {
+          StoreN(g, rg, n);
+          StoreN(g + H, zg, n);
+          StoreN(g + 2 * H, ng, n);
+          StoreN(c.extra.Row(t, b) + j0, hn, n);
+          StoreN(c.hprev.Row(t, b) + j0, hpv, n);
+        }
+      }
+    });
+  }
+}
+
+template <typename T>
+void GruBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
+  constexpr int W = Vec<T>::kW;
+  using V = Vec<T>;
+  const int H = c.H, K = static_cast<int>(c.GH);
+  const bool first = s + 1 >= c.a->pb.T;
+  const V one = Set1(T(1));
+  for (int blk = b0; blk < b1; ++blk) {
+    const int j0 = blk * W, n = MinI(W, H - j0);
+    const T* wp = c.wpb + static_cast<int64_t>(blk) * K * W;
+    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+      constexpr int R = decltype(nr_c)::value;
+      V acc[R][1];
+      if (first) {
+        for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
+      } else {
+        const T* rows[R];
+        for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s + 1, r0 + r, 0);
+        Prod<T, 1, R>(rows, K, wp, acc);
+      }
+      for (int r = 0; r < R; ++r) {
+        const int b = r0 + r;
+        const int t = MapT(c.a->pb, s, b);
+        if (t < 0) continue;
+        const int64_t o = static_cast<int64_t>(b) * H + j0;
+        const V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][0];
+        const T* g = c.gates.Row(t, b) + j0;
+        const V rg = LoadN(g, n), zg = LoadN(g + H, n), ng = LoadN(g + 2 * H, n);
+        const V hn = LoadN(c.extra.Row(t, b) + j0, n);
+        const V hpv = LoadN(c.hprev.Row(t, b) + j0, n);
+        const V dpn = dh * (one - zg) * (one - ng * ng);
+        const V dpz = dh * (hpv - ng) * zg * (one - zg);
+        const V dpr = dpn * hn * rg * (one - rg);
+        StoreN(c.dh + o, dh * zg, n);
+        T* d = c.dg.Row(t, b) + j0;
+        StoreN(d, dpr, n);
+        StoreN(d + H, dpz, n);
+        StoreN(d + 2 * H, dpn * rg, n);  // the h side of n sits behind r
+        StoreN(c.dnx.Row(t, b) + j0, dpn, n);
+      }
+    });
+  }
+}
+
+// reset_after = false, phase 1: r, z and r*h_{t-1} for this thread's units.
+template <typename T>
+void GruV1FwdGates(FwdCtx<T>& c, int s, int b0, int b1, const T* hp) {
+  constexpr int W = Vec<T>::kW;
+  using V = Vec<T>;
+  const int H = c.H;
+  for (int blk = b0; blk < b1; ++blk) {
+    const int j0 = blk * W, n = MinI(W, H - j0);
+    const T* wp = c.wp + static_cast<int64_t>(blk) * H * 2 * W;
+    RowTiles<TileRows<2>()>(c.B, [&](int r0, auto nr_c) {
+      constexpr int R = decltype(nr_c)::value;
+      const T* rows[R];
+      for (int r = 0; r < R; ++r) rows[r] = hp + static_cast<int64_t>(r0 + r) * H;
+      V acc[R][2];
+      Prod<T, 2, R>(rows, H, wp, acc);
+      for (int r = 0; r < R; ++r) {
+        const int b = r0 + r;
+        const int t = MapT(c.a->pb, s, b);
+        if (t < 0) continue;
+        const int64_t o = static_cast<int64_t>(b) * H + j0;
+        T* g = c.gates.Row(t, b) + j0;
+        const T* bx = c.bias_x + j0;
+        const V rg = Sigmoid(LoadN(g, n) + LoadN(bx, n) + acc[r][0]);
+        const V zg = Sigmoid(LoadN(g + H, n) + LoadN(bx + H, n) + acc[r][1]);
+        const V hpv = LoadN(hp + o, n);
+        const V rh = rg * hpv;
+        StoreN(g, rg, n);
+        StoreN(g + H, zg, n);
+        StoreN(c.rhb + o, rh, n);
+        if (c.hprev.p) {
+          StoreN(c.extra.Row(t, b) + j0, rh, n);
+          StoreN(c.hprev.Row(t, b) + j0, hpv, n);
+        }
+      }
+    });
+  }
+}
+
+// reset_after = false, phase 2: n from W_hn (r*h) of every unit, then h_t.
+template <typename T>
+void GruV1FwdOut(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
+  constexpr int W = Vec<T>::kW;
+  using V = Vec<T>;
+  const int H = c.H;
+  for (int blk = b0; blk < b1; ++blk) {
+    const int j0 = blk * W, n = MinI(W, H - j0);
+    const T* wp = c.wp2 + static_cast<int64_t>(blk) * H * W;
+    RowTiles<TileRows<1>()>(c.B, [&](int r0, auto nr_c) {
+      constexpr int R = decltype(nr_c)::value;
+      const T* rows[R];
+      for (int r = 0; r < R; ++r) rows[r] = c.rhb + static_cast<int64_t>(r0 + r) * H;
+      V acc[R][1];
+      Prod<T, 1, R>(rows, H, wp, acc);
+      for (int r = 0; r < R; ++r) {
+        const int b = r0 + r;
+        const int64_t o = static_cast<int64_t>(b) * H + j0;
+        const int t = MapT(c.a->pb, s, b);
+        const V hpv = LoadN(hp + o, n);
+        if (t < 0) {
+          StoreN(hc + o, hpv, n);
+          continue;
+        }
+        T* g = c.gates.Row(t, b) + j0;
+        const V zg = LoadN(g + H, n);
+        const V ng = Tanh(LoadN(g + 2 * H, n) + LoadN(c.bias_x + 2 * H + j0, n) + acc[r][0]);
+        const V h = Fma(zg, hpv - ng, ng);
+        StoreN(g + 2 * H, ng, n);
+        StoreN(hc + o, h, n);
+        StoreN(c.a->y.Row(t, b) + j0, h, n);
+      }
+    });
+  }
+}
+
+// reset_after = false backward, phase 1: dh, then dn_pre and dz_pre.
+template <typename T>
+void GruV1BwdGates(BwdCtx<T>& c, int s, int b0, int b1) {
+  constexpr int W = Vec<T>::kW;
+  using V = Vec<T>;
+  const int H = c.H, K = 2 * H;
+  const bool first = s + 1 >= c.a->pb.T;
+  const V one = Set1(T(1));
+  for (int blk = b0; blk < b1; ++blk) {
+    const int j0 = blk * W, n = MinI(W, H - j0);
+    const T* wp = c.wpb + static_cast<int64_t>(blk) * K * W;
+    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+      constexpr int R = decltype(nr_c)::value;
+      V acc[R][1];
+      if (first) {
+        for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
+      } else {
+        const T* rows[R];
+        for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s + 1, r0 + r, 0);
+        Prod<T, 1, R>(rows, K, wp, acc);
+      }
+      for (int r = 0; r < R; ++r) {
+        const int b = r0 + r;
+        const int t = MapT(c.a->pb, s, b);
+        if (t < 0) continue;
+        const int64_t o = static_cast<int64_t>(b) * H + j0;
+        const V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][0];
+        const T* g = c.gates.Row(t, b) + j0;
+        const V zg = LoadN(g + H, n), ng = LoadN(g + 2 * H, n);
+        const V hpv = LoadN(c.hprev.Row(t, b) + j0, n);
+        T* d = c.dg.Row(t, b) + j0;
+        StoreN(d + H, dh * (hpv - ng) * zg * (one - zg), n);
+        StoreN(d + 2 * H, dh * (one - zg) * (one - ng * ng), n);
+        StoreN(c.dh + o, dh * zg, n);
+      }
+    });
+  }
+}
+
+// reset_after = false backward, phase 2: d(r*h) = W_hn^T dn_pre, then dr_pre.
+template <typename T>
+void GruV1BwdReset(BwdCtx<T>& c, int s, int b0, int b1) {
+  constexpr int W = Vec<T>::kW;
+  using V = Vec<T>;
+  const int H = c.H;
+  const V one = Set1(T(1));
+  for (int blk = b0; blk < b1; ++blk) {
+    const int j0 = blk * W, n = MinI(W, H - j0);
+    const T* wp = c.wpb2 + static_cast<int64_t>(blk) * H * W;
+    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+      constexpr int R = decltype(nr_c)::value;
+      const T* rows[R];
+      for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s, r0 + r, 2 * H);
+      V acc[R][1];
+      Prod<T, 1, R>(rows, H, wp, acc);
+      for (int r = 0; r < R; ++r) {
+        const int b = r0 + r;
+        const int t = MapT(c.a->pb, s, b);
+        if (t < 0) continue;
+        const int64_t o = static_cast<int64_t>(b) * H + j0;
+        const T* g = c.gates.Row(t, b) + j0;
+        const V rg = LoadN(g, n);
+        const V hpv = LoadN(c.hprev.Row(t, b) + j0, n);
+        const V drh = acc[r][0];
+        StoreN(c.dg.Row(t, b) + j0, drh * hpv * rg * (one - rg), n);
+        StoreN(c.dh + o, Fma(drh, rg, LoadN(c.dh + o, n)), n);
+      }
+    });
+  }
+}

@@ -1,0 +1,71 @@
+// Elman cell, h_t = phi(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh) with phi tanh
+// or relu, as torch.nn.RNN. Fused forward and backward lanes.
+
+template <typename T, bool kRelu>
+void RnnFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
+  constexpr int W = Vec<T>::kW;
+  const int H = c.H;
+  for (int blk = b0; blk < b1; ++blk) {
+    const int j0 = blk * W, n = MinI(W, H - j0);
+    const T* wp = c.wp + static_cast<int64_t>(blk) * H * W;
+    RowTiles<TileRows<1>()>(c.B, [&](int r0, auto nr_c) {
+      constexpr int R = decltype(nr_c)::value;
+      const T* rows[R];
+      for (int r = 0; r < R; ++r) rows[r] = hp + static_cast<int64_t>(r0 + r) * H;
+      Vec<T> acc[R][1];
+      Prod<T, 1, R>(rows, H, wp, acc);
+      for (int r = 0; r < R; ++r) {
+        const int b = r0 + r;
+        const int64_t o = static_cast<int64_t>(b) * H + j0;
+        const int t = MapT(c.a->pb, s, b);
+        if (t < 0) {
+          StoreN(hc + o, LoadN(hp + o, n), n);
+          continue;
+        }
+        T* g = c.gates.Row(t, b) + j0;
+        const Vec<T> pre = LoadN(g, n) + LoadN(c.bias_x + j0, n) + acc[r][0];
+        const Vec<T> h = kRelu ? Relu(pre) : Tanh(pre);
+        StoreN(hc + o, h, n);
+        StoreN(c.a->y.Row(t, b) + j0, h, n);
+        if (c.hprev.p) {
+          StoreN(g, h, n);
+          StoreN(c.hprev.Row(t, b) + j0, LoadN(hp + o, n), n);
+        }
+      }
+    });
+  }
+}
+
+template <typename T, bool kRelu>
+void RnnBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
+  constexpr int W = Vec<T>::kW;
+  const int H = c.H;
+  const bool first = s + 1 >= c.a->pb.T;
+  for (int blk = b0; blk < b1; ++blk) {
+    const int j0 = blk * W, n = MinI(W, H - j0);
+    const T* wp = c.wpb + static_cast<int64_t>(blk) * H * W;
+    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+      constexpr int R = decltype(nr_c)::value;
+      Vec<T> acc[R][1];
+      if (first) {
+        for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
+      } else {
+        const T* rows[R];
+        for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s + 1, r0 + r, 0);
+        Prod<T, 1, R>(rows, H, wp, acc);
+      }
+      for (int r = 0; r < R; ++r) {
+        const int b = r0 + r;
+        const int t = MapT(c.a->pb, s, b);
+        if (t < 0) continue;
+        const int64_t o = static_cast<int64_t>(b) * H + j0;
+        const Vec<T> dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][0];
+        const Vec<T> h = LoadN(c.gates.Row(t, b) + j0, n);
+        // derivatives from the output: tanh' = 1 - h^2, relu' = [h > 0]
+        const Vec<T> d = kRelu ? dh * Step(h) : dh * (Set1(T(1)) - h * h);
+        StoreN(c.dg.Row(t, b) + j0, d, n);
+        StoreN(c.dh + o, Zero<T>(), n);
+      }
+    });
+  }
+}

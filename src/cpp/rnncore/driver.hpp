@@ -1,0 +1,413 @@
+// The time loop shared by every cell: input projection as one GEMM, per step
+// the packed recurrent product and one fused pass per block of hidden units,
+// BPTT with the weight gradients as GEMMs after the loop. Included once per
+// instruction set, inside namespace rnncore::RNNCORE_ISA_NS, after vec_<isa>.hpp.
+//
+// Threads own contiguous blocks of W hidden units (W = vector lanes) with all
+// their gates, so a step needs data from other threads only through h_{t-1}
+// (forward) or the gate gradients of step t+1 (backward): one barrier a step.
+
+// (Its includes are made by kernels_impl.hpp, outside the ISA namespace.)
+
+template <typename T>
+class Buffer {  // 64-byte aligned scratch, freed on scope exit
+ public:
+  Buffer() = default;
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  ~Buffer() { std::free(p_); }
+  T* Alloc(int64_t n, bool zero = false) {
+    std::free(p_);
+    p_ = nullptr;
+    size_t bytes = static_cast<size_t>(n > 0 ? n : 1) * sizeof(T);
+    bytes = (bytes + 63) / 64 * 64;
+    p_ = static_cast<T*>(std::aligned_alloc(64, bytes));
+    if (!p_) throw std::bad_alloc();
+    if (zero) std::memset(p_, 0, bytes);
+    return p_;
+  }
+  T* get() const { return p_; }
+
+ private:
+  T* p_ = nullptr;
+};
+
+inline int MinI(int a, int b) { return a < b ? a : b; }
+inline int MaxI(int a, int b) { return a > b ? a : b; }
+
+// Packed W_hh for the forward product of one thread's unit block:
+// out[blk][k][g][lane] = w[(g0 + g)*H + blk*W + lane][k], zero past H.
+template <typename T>
+void PackFwd(const T* w, int H, int K, int g0, int ng, T* out) {
+  constexpr int W = Vec<T>::kW;
+  const int nblk = (H + W - 1) / W;
+  for (int blk = 0; blk < nblk; ++blk)
+    for (int k = 0; k < K; ++k)
+      for (int g = 0; g < ng; ++g)
+        for (int l = 0; l < W; ++l) {
+          const int j = blk * W + l;
+          *out++ = j < H ? w[(static_cast<int64_t>(g0 + g) * H + j) * K + k] : T(0);
+        }
+}
+
+// Packed W_hh for the backward product dh_{t-1} = dG W_hh over rows [m0, m0+M):
+// out[blk][m][lane] = w[m0 + m][blk*W + lane], zero past H.
+template <typename T>
+void PackBwd(const T* w, int H, int m0, int M, T* out) {
+  constexpr int W = Vec<T>::kW;
+  const int nblk = (H + W - 1) / W;
+  for (int blk = 0; blk < nblk; ++blk)
+    for (int m = 0; m < M; ++m)
+      for (int l = 0; l < W; ++l) {
+        const int j = blk * W + l;
+        *out++ = j < H ? w[static_cast<int64_t>(m0 + m) * H + j] : T(0);
+      }
+}
+
+// acc[r][g] = sum_k rows[r][k] * wp[k][g][:]: R batch rows times G gate vectors
+// of one unit block, in registers.
+template <typename T, int G, int R>
+inline void Prod(const T* const* rows, int K, const T* wp, Vec<T> (&acc)[R][G]) {
+  constexpr int W = Vec<T>::kW;
+  for (int r = 0; r < R; ++r)
+    for (int g = 0; g < G; ++g) acc[r][g] = Zero<T>();
+  for (int k = 0; k < K; ++k) {
+    Vec<T> w[G];
+    for (int g = 0; g < G; ++g) w[g] = Load(wp + (static_cast<int64_t>(k) * G + g) * W);
+    for (int r = 0; r < R; ++r) {
+      const Vec<T> a = Set1(rows[r][k]);
+      for (int g = 0; g < G; ++g) acc[r][g] = Fma(a, w[g], acc[r][g]);
+    }
+  }
+}
+
+// Calls f(r0, integral_constant<R'>) over tiles of R batch rows, the tail with
+// its exact size so every tile is a compile-time shape.
+template <int K, class F>
+inline void TailTile(int rem, int r0, F& f) {
+  if constexpr (K >= 1) {
+    if (rem == K) f(r0, std::integral_constant<int, K>{});
+    else TailTile<K - 1>(rem, r0, f);
+  }
+}
+template <int R, class F>
+inline void RowTiles(int B, F&& f) {
+  int r0 = 0;
+  for (; r0 + R <= B; r0 += R) f(r0, std::integral_constant<int, R>{});
+  if (B > r0) TailTile<R - 1>(B - r0, r0, f);
+}
+
+// Rows per register tile: G accumulators per row, plus G weight vectors.
+template <int G>
+constexpr int TileRows() { return G >= 4 ? 2 : (G == 3 ? 3 : (G == 2 ? 4 : 8)); }
+
+inline int MapT(const Problem& pb, int s, int b) {
+  const int len = pb.lengths ? pb.lengths[b] : pb.T;
+  if (s >= len) return -1;
+  return pb.reverse ? len - 1 - s : s;
+}
+
+// Blocks of units owned by thread tid of a team of nt.
+inline void OwnBlocks(int nblk, int tid, int nt, int* b0, int* b1) {
+  *b0 = static_cast<int>(static_cast<int64_t>(nblk) * tid / nt);
+  *b1 = static_cast<int>(static_cast<int64_t>(nblk) * (tid + 1) / nt);
+}
+
+template <typename T>
+void ZeroRow(T* p, int64_t n) { std::memset(p, 0, sizeof(T) * n); }
+
+// Everything a forward step reads or writes.
+template <typename T>
+struct FwdCtx {
+  const FwdArgs<T>* a;
+  int H, B;
+  int64_t GH;
+  Seq<T> gates;            // [N, GH] rows as x: projected inputs, then activations
+  Seq<T> hprev, c, extra;  // tape rows (p null for inference)
+  const T* bias_x;         // [GH] added to every gate pre-activation
+  const T* bias_h;         // [GH] gru reset_after: b_hn inside r*(.)
+  const T* wp;             // packed W_hh (all gates, or gru v1's r, z)
+  const T* wp2;            // gru v1: packed W_hn
+  T* hb[2];                // [B, H] h_{t-1} / h_t by step parity
+  T* cb;                   // [B, H] lstm cell state
+  T* rhb;                  // [B, H] gru v1: r * h_{t-1}
+};
+
+template <typename T>
+struct BwdCtx {
+  const BwdArgs<T>* a;
+  int H, B;
+  int64_t GH;
+  Seq<const T> gates, hprev, c, extra;
+  Seq<T> dg;               // [N, GH] gate gradients feeding W_hh (and W_ih unless dnx)
+  Seq<T> dnx;              // gru reset_after: [N, H] dn_pre feeding W_ih
+  const T* wpb;            // packed W_hh for dh_{t-1}
+  const T* wpb2;           // gru v1: packed W_hn for d(r*h)
+  const T* zero;           // [GH] zeros: the product row of a finished batch row
+  T* dh;                   // [B, H] carried dh not yet through W_hh
+  T* dc;                   // [B, H] lstm carried dc
+  T* dwch;                 // [3, H] lstm peephole gradient
+};
+
+// Row pointer into the gate gradients of step s for the backward product,
+// or the zero row when batch row b has no step s.
+template <typename T>
+inline const T* DgRow(const BwdCtx<T>& c, int s, int b, int64_t col) {
+  if (s >= c.a->pb.T) return c.zero;
+  const int t = MapT(c.a->pb, s, b);
+  return t < 0 ? c.zero : c.dg.Row(t, b) + col;
+}
+
+#include "rnncore/cells/rnn.hpp"
+#include "rnncore/cells/lstm.hpp"
+#include "rnncore/cells/gru.hpp"
+
+template <typename T>
+void FinishDh0(BwdCtx<T>& c, int b0, int b1, int K) {
+  constexpr int W = Vec<T>::kW;
+  for (int blk = b0; blk < b1; ++blk) {
+    const int j0 = blk * W, nl = MinI(W, c.H - j0);
+    const T* wp = c.wpb + static_cast<int64_t>(blk) * K * W;
+    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+      constexpr int R = decltype(nr_c)::value;
+      const T* rows[R];
+      for (int r = 0; r < R; ++r) rows[r] = DgRow(c, 0, r0 + r, 0);
+      Vec<T> acc[R][1];
+      Prod<T, 1, R>(rows, K, wp, acc);
+      for (int r = 0; r < R; ++r) {
+        T* d = c.dh + static_cast<int64_t>(r0 + r) * c.H + j0;
+        StoreN(d, LoadN(d, nl) + acc[r][0], nl);
+      }
+    });
+  }
+}
+
+template <typename T>
+Seq<T> TapeSeq(T* p, int64_t ld, const Seq<const T>& like) {
+  Seq<T> s;
+  s.p = p;
+  s.ld = ld;
+  s.st = like.st;
+  s.sb = like.sb;
+  return s;
+}
+
+template <typename T>
+void Forward(const FwdArgs<T>& a) {
+  constexpr int W = Vec<T>::kW;
+  const Problem& pb = a.pb;
+  const int H = pb.H, B = pb.B, I = pb.I, Tn = pb.T;
+  const int G = NumGates(a.cell);
+  const int64_t GH = static_cast<int64_t>(G) * H, N = static_cast<int64_t>(Tn) * B;
+  const bool train = a.tape.gates != nullptr;
+  const bool gru = a.cell.kind == CellKind::kGru;
+  const bool gru_v1 = gru && !a.cell.reset_after;
+  const int nblk = (H + W - 1) / W;
+
+  Buffer<T> gbuf, bias, pack, pack2, state, rh;
+  FwdCtx<T> c{};
+  c.a = &a;
+  c.H = H;
+  c.B = B;
+  c.GH = GH;
+  c.gates = TapeSeq<T>(train ? a.tape.gates : gbuf.Alloc(N * GH), GH, a.x);
+  c.hprev = TapeSeq<T>(a.tape.hprev, H, a.x);
+  c.c = TapeSeq<T>(a.tape.c, H, a.x);
+  c.extra = TapeSeq<T>(a.tape.extra, H, a.x);
+
+  // Biases: b_hh folds into the input side except gru's b_hn under reset_after.
+  T* bx = bias.Alloc(2 * GH, true);
+  T* bh = bx + GH;
+  for (int64_t m = 0; m < GH; ++m) {
+    const bool inside_r = gru && a.cell.reset_after && m >= 2 * H;
+    bx[m] = (a.w.b_ih ? a.w.b_ih[m] : T(0)) + (a.w.b_hh && !inside_r ? a.w.b_hh[m] : T(0));
+    bh[m] = (a.w.b_hh && inside_r) ? a.w.b_hh[m] : T(0);
+  }
+  c.bias_x = bx;
+  c.bias_h = bh;
+
+  // 1. The input projection of all N rows at once.
+  Gemm<T>(false, true, static_cast<int>(N), static_cast<int>(GH), I, T(1), a.x.p,
+          static_cast<int>(a.x.ld), a.w.w_ih, I, T(0), c.gates.p, static_cast<int>(GH));
+
+  // 2. W_hh repacked once for this call.
+  if (gru_v1) {
+    c.wp = pack.Alloc(static_cast<int64_t>(nblk) * H * 2 * W);
+    PackFwd(a.w.w_hh, H, H, 0, 2, pack.get());
+    c.wp2 = pack2.Alloc(static_cast<int64_t>(nblk) * H * W);
+    PackFwd(a.w.w_hh, H, H, 2, 1, pack2.get());
+    c.rhb = rh.Alloc(static_cast<int64_t>(B) * H, true);
+  } else {
+    c.wp = pack.Alloc(static_cast<int64_t>(nblk) * H * G * W);
+    PackFwd(a.w.w_hh, H, H, 0, G, pack.get());
+  }
+
+  // Rows past their length: y is 0 there and the tape holds zeros.
+  if (pb.lengths) {
+    for (int b = 0; b < B; ++b)
+      for (int t = pb.lengths[b]; t < Tn; ++t) {
+        ZeroRow(a.y.Row(t, b), H);
+        if (train) ZeroRow(c.hprev.Row(t, b), H);
+        if (train && c.extra.p) ZeroRow(c.extra.Row(t, b), H);
+      }
+  }
+
+  const int64_t BH = static_cast<int64_t>(B) * H;
+  T* st = state.Alloc(3 * BH);
+  c.hb[0] = st;
+  c.hb[1] = st + BH;
+  c.cb = st + 2 * BH;
+  if (a.h0) std::memcpy(c.hb[0], a.h0, sizeof(T) * BH); else ZeroRow(c.hb[0], BH);
+  if (a.c0) std::memcpy(c.cb, a.c0, sizeof(T) * BH); else ZeroRow(c.cb, BH);
+
+  const int64_t work = static_cast<int64_t>(B) * GH * H;
+  const int nt = ChooseTeam(pb.threads, nblk, work);
+  RunTeam(nt, [&](int tid, int nteam) {
+    int b0, b1;
+    OwnBlocks(nblk, tid, nteam, &b0, &b1);
+    for (int s = 0; s < Tn; ++s) {
+      const T* hp = c.hb[s & 1];
+      T* hc = c.hb[(s + 1) & 1];
+      switch (a.cell.kind) {
+        case CellKind::kLstm: LstmFwdStep(c, s, b0, b1, hp, hc); break;
+        case CellKind::kGru:
+          if (gru_v1) {
+            GruV1FwdGates(c, s, b0, b1, hp);
+            Barrier(nteam);
+            GruV1FwdOut(c, s, b0, b1, hp, hc);
+          } else {
+            GruFwdStep(c, s, b0, b1, hp, hc);
+          }
+          break;
+        case CellKind::kRnnTanh: RnnFwdStep<T, false>(c, s, b0, b1, hp, hc); break;
+        case CellKind::kRnnRelu: RnnFwdStep<T, true>(c, s, b0, b1, hp, hc); break;
+      }
+      Barrier(nteam);
+    }
+  });
+
+  if (a.hn) std::memcpy(a.hn, c.hb[Tn & 1], sizeof(T) * BH);
+  if (a.cn) std::memcpy(a.cn, c.cb, sizeof(T) * BH);
+}
+
+// Column sums of n rows of a [rows, ld] matrix into out[0..n) (+=).
+template <typename T>
+void ColSums(const T* m, int64_t rows, int64_t ld, int64_t n, T* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* p = m + r * ld;
+    for (int64_t j = 0; j < n; ++j) out[j] += p[j];
+  }
+}
+
+template <typename T>
+void Backward(const BwdArgs<T>& a) {
+  constexpr int W = Vec<T>::kW;
+  const Problem& pb = a.pb;
+  const int H = pb.H, B = pb.B, I = pb.I, Tn = pb.T;
+  const int G = NumGates(a.cell);
+  const int64_t GH = static_cast<int64_t>(G) * H, N = static_cast<int64_t>(Tn) * B;
+  const bool gru = a.cell.kind == CellKind::kGru;
+  const bool gru_v1 = gru && !a.cell.reset_after;
+  const bool gru_ra = gru && a.cell.reset_after;
+  const int nblk = (H + W - 1) / W;
+  const int64_t BH = static_cast<int64_t>(B) * H;
+
+  Buffer<T> dgbuf, dnbuf, pack, pack2, state;
+  BwdCtx<T> c{};
+  c.a = &a;
+  c.H = H;
+  c.B = B;
+  c.GH = GH;
+  c.gates = TapeSeq<const T>(a.tape.gates, GH, a.x);
+  c.hprev = TapeSeq<const T>(a.tape.hprev, H, a.x);
+  c.c = TapeSeq<const T>(a.tape.c, H, a.x);
+  c.extra = TapeSeq<const T>(a.tape.extra, H, a.x);
+  // Rows past a batch row's length keep zero gradients: zero everything once.
+  const bool zero_fill = pb.lengths != nullptr;
+  c.dg = TapeSeq<T>(dgbuf.Alloc(N * GH, zero_fill), GH, a.x);
+  if (gru_ra) c.dnx = TapeSeq<T>(dnbuf.Alloc(N * H, zero_fill), H, a.x);
+
+  if (gru_v1) {
+    c.wpb = pack.Alloc(static_cast<int64_t>(nblk) * 2 * H * W);
+    PackBwd(a.w.w_hh, H, 0, 2 * H, pack.get());
+    c.wpb2 = pack2.Alloc(static_cast<int64_t>(nblk) * H * W);
+    PackBwd(a.w.w_hh, H, 2 * H, H, pack2.get());
+  } else {
+    c.wpb = pack.Alloc(static_cast<int64_t>(nblk) * GH * W);
+    PackBwd(a.w.w_hh, H, 0, static_cast<int>(GH), pack.get());
+  }
+
+  T* st = state.Alloc(2 * BH + GH + 3 * static_cast<int64_t>(H), true);
+  c.dh = st;
+  c.dc = st + BH;
+  c.zero = st + 2 * BH;
+  c.dwch = st + 2 * BH + GH;
+  if (a.dhn) std::memcpy(c.dh, a.dhn, sizeof(T) * BH);
+  if (a.dcn) std::memcpy(c.dc, a.dcn, sizeof(T) * BH);
+
+  const int64_t work = static_cast<int64_t>(B) * GH * H;
+  const int nt = ChooseTeam(pb.threads, nblk, work);
+  RunTeam(nt, [&](int tid, int nteam) {
+    int b0, b1;
+    OwnBlocks(nblk, tid, nteam, &b0, &b1);
+    for (int s = Tn - 1; s >= 0; --s) {
+      switch (a.cell.kind) {
+        case CellKind::kLstm: LstmBwdStep(c, s, b0, b1); break;
+        case CellKind::kGru:
+          if (gru_v1) {
+            GruV1BwdGates(c, s, b0, b1);
+            Barrier(nteam);
+            GruV1BwdReset(c, s, b0, b1);
+          } else {
+            GruBwdStep(c, s, b0, b1);
+          }
+          break;
+        case CellKind::kRnnTanh: RnnBwdStep<T, false>(c, s, b0, b1); break;
+        case CellKind::kRnnRelu: RnnBwdStep<T, true>(c, s, b0, b1); break;
+      }
+      Barrier(nteam);
+    }
+    // dh_0 = carried part + W_hh^T dG of the first step
+    const int K = gru_v1 ? 2 * H : static_cast<int>(GH);
+    FinishDh0(c, b0, b1, K);
+  });
+  if (a.dh0) std::memcpy(a.dh0, c.dh, sizeof(T) * BH);
+  if (a.dc0) std::memcpy(a.dc0, c.dc, sizeof(T) * BH);
+
+  // Weight gradients, dx and biases as large products over all N rows.
+  const int n = static_cast<int>(N), gh = static_cast<int>(GH);
+  const T* X = a.x.p;
+  const int ldx = static_cast<int>(a.x.ld);
+  const int ldd = static_cast<int>(a.dx.ld);
+  const T beta_dx = a.dx_accumulate ? T(1) : T(0);
+  if (gru_ra) {
+    const int h2 = 2 * H;
+    Gemm<T>(true, false, h2, I, n, T(1), c.dg.p, gh, X, ldx, T(1), a.g.w_ih, I);
+    Gemm<T>(true, false, H, I, n, T(1), c.dnx.p, H, X, ldx, T(1), a.g.w_ih + static_cast<int64_t>(h2) * I, I);
+    if (a.dx.p) {
+      Gemm<T>(false, false, n, I, h2, T(1), c.dg.p, gh, a.w.w_ih, I, beta_dx, a.dx.p, ldd);
+      Gemm<T>(false, false, n, I, H, T(1), c.dnx.p, H, a.w.w_ih + static_cast<int64_t>(h2) * I, I, T(1), a.dx.p, ldd);
+    }
+    Gemm<T>(true, false, gh, H, n, T(1), c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H);
+    if (a.g.b_ih) {
+      ColSums(c.dg.p, N, GH, 2 * H, a.g.b_ih);
+      ColSums(c.dnx.p, N, H, H, a.g.b_ih + 2 * H);
+    }
+    if (a.g.b_hh) ColSums(c.dg.p, N, GH, GH, a.g.b_hh);
+  } else {
+    Gemm<T>(true, false, gh, I, n, T(1), c.dg.p, gh, X, ldx, T(1), a.g.w_ih, I);
+    if (a.dx.p) Gemm<T>(false, false, n, I, gh, T(1), c.dg.p, gh, a.w.w_ih, I, beta_dx, a.dx.p, ldd);
+    if (gru_v1) {
+      Gemm<T>(true, false, 2 * H, H, n, T(1), c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H);
+      Gemm<T>(true, false, H, H, n, T(1), c.dg.p + 2 * H, gh, a.tape.extra, H, T(1),
+              a.g.w_hh + static_cast<int64_t>(2 * H) * H, H);
+    } else {
+      Gemm<T>(true, false, gh, H, n, T(1), c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H);
+    }
+    if (a.g.b_ih) ColSums(c.dg.p, N, GH, GH, a.g.b_ih);
+    if (a.g.b_hh) ColSums(c.dg.p, N, GH, GH, a.g.b_hh);
+  }
+  if (a.g.w_ch)
+    for (int64_t m = 0; m < 3 * static_cast<int64_t>(H); ++m) a.g.w_ch[m] += c.dwch[m];
+}
+

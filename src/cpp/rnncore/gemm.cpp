@@ -1,0 +1,116 @@
+// BLAS binding by dlopen/dlsym: the extension links no BLAS at build time and
+// uses the OpenBLAS that the scipy-openblas32 wheel ships, found by Python.
+#include "rnncore/gemm.hpp"
+
+#include <dlfcn.h>
+
+#include <algorithm>
+#include <mutex>
+#include <vector>
+
+namespace rnncore {
+namespace {
+
+constexpr int kRowMajor = 101, kNoTrans = 111, kTrans = 112;
+using SgemmFn = void (*)(int, int, int, int, int, int, float, const float*, int, const float*, int,
+                         float, float*, int);
+using DgemmFn = void (*)(int, int, int, int, int, int, double, const double*, int, const double*,
+                         int, double, double*, int);
+using SetThreadsFn = void (*)(int);
+using GetConfigFn = char* (*)();
+
+struct Blas {
+  SgemmFn sgemm = nullptr;
+  DgemmFn dgemm = nullptr;
+  SetThreadsFn set_threads = nullptr;
+  GetConfigFn get_config = nullptr;
+  std::string path;
+};
+Blas g_blas;
+std::mutex g_blas_mu;
+
+// The fallback: a cache-blocked triple loop. Only used without OpenBLAS.
+template <typename T>
+void GemmLoop(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b,
+              int ldb, T beta, T* c, int ldc) {
+  for (int i = 0; i < m; ++i) {
+    T* ci = c + static_cast<int64_t>(i) * ldc;
+    if (beta == T(0)) std::fill(ci, ci + n, T(0));
+    else if (beta != T(1)) for (int j = 0; j < n; ++j) ci[j] *= beta;
+  }
+  constexpr int kb = 64;
+  for (int p0 = 0; p0 < k; p0 += kb) {
+    const int p1 = std::min(k, p0 + kb);
+    for (int i = 0; i < m; ++i) {
+      T* ci = c + static_cast<int64_t>(i) * ldc;
+      for (int p = p0; p < p1; ++p) {
+        const T av = alpha * (ta ? a[static_cast<int64_t>(p) * lda + i] : a[static_cast<int64_t>(i) * lda + p]);
+        if (av == T(0)) continue;
+        if (!tb) {
+          const T* bp = b + static_cast<int64_t>(p) * ldb;
+          for (int j = 0; j < n; ++j) ci[j] += av * bp[j];
+        } else {
+          for (int j = 0; j < n; ++j) ci[j] += av * b[static_cast<int64_t>(j) * ldb + p];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <>
+void Gemm<float>(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
+                 const float* b, int ldb, float beta, float* c, int ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (g_blas.sgemm && k > 0) {
+    g_blas.sgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, n, k, alpha, a, lda,
+                 b, ldb, beta, c, ldc);
+  } else {
+    GemmLoop(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+}
+
+template <>
+void Gemm<double>(bool ta, bool tb, int m, int n, int k, double alpha, const double* a, int lda,
+                  const double* b, int ldb, double beta, double* c, int ldc) {
+  if (m <= 0 || n <= 0) return;
+  if (g_blas.dgemm && k > 0) {
+    g_blas.dgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, n, k, alpha, a, lda,
+                 b, ldb, beta, c, ldc);
+  } else {
+    GemmLoop(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  }
+}
+
+std::string BindBlas(const std::string& path, const std::string& prefix) {
+  std::lock_guard<std::mutex> lock(g_blas_mu);
+  void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    const char* e = dlerror();
+    return std::string("dlopen failed: ") + (e ? e : "unknown error");
+  }
+  Blas b;
+  b.sgemm = reinterpret_cast<SgemmFn>(dlsym(h, (prefix + "cblas_sgemm").c_str()));
+  b.dgemm = reinterpret_cast<DgemmFn>(dlsym(h, (prefix + "cblas_dgemm").c_str()));
+  b.set_threads = reinterpret_cast<SetThreadsFn>(dlsym(h, (prefix + "openblas_set_num_threads").c_str()));
+  b.get_config = reinterpret_cast<GetConfigFn>(dlsym(h, (prefix + "openblas_get_config").c_str()));
+  if (!b.sgemm || !b.dgemm) return "no " + prefix + "cblas_sgemm/dgemm in " + path;
+  b.path = path;
+  g_blas = b;  // the handle stays open for the life of the process
+  return "";
+}
+
+bool BlasBound() { return g_blas.sgemm != nullptr; }
+
+std::string BlasInfo() {
+  if (!g_blas.sgemm) return "built-in loops (no BLAS bound)";
+  std::string s = g_blas.get_config ? std::string(g_blas.get_config()) : std::string("BLAS");
+  return s + " (" + g_blas.path + ")";
+}
+
+void BlasSetThreads(int n) {
+  if (g_blas.set_threads) g_blas.set_threads(std::max(1, n));
+}
+
+}  // namespace rnncore

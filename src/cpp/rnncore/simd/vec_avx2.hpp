@@ -1,0 +1,164 @@
+// AVX2 + FMA vectors: 8 floats or 4 doubles, with exp/tanh/sigmoid written
+// from the Cephes approximations. Included inside an ISA namespace; this header
+// is only ever compiled in a translation unit built with -mavx2 -mfma.
+#pragma once
+#include <immintrin.h>
+#include <cstdint>
+
+template <typename T> struct Vec;
+
+template <> struct Vec<float> {
+  static constexpr int kW = 8;
+  __m256 v;
+};
+template <> struct Vec<double> {
+  static constexpr int kW = 4;
+  __m256d v;
+};
+
+// Lane masks for the tail of a hidden-unit block: the first n lanes set.
+inline __m256i MaskN32(int n) {
+  alignas(32) static const int32_t k[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(k + 8 - n));
+}
+inline __m256i MaskN64(int n) {
+  alignas(32) static const int64_t k[8] = {-1, -1, -1, -1, 0, 0, 0, 0};
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(k + 4 - n));
+}
+
+template <typename T> inline Vec<T> Zero();
+template <> inline Vec<float> Zero<float>() { return {_mm256_setzero_ps()}; }
+template <> inline Vec<double> Zero<double>() { return {_mm256_setzero_pd()}; }
+inline Vec<float> Set1(float a) { return {_mm256_set1_ps(a)}; }
+inline Vec<double> Set1(double a) { return {_mm256_set1_pd(a)}; }
+inline Vec<float> Load(const float* p) { return {_mm256_loadu_ps(p)}; }
+inline Vec<double> Load(const double* p) { return {_mm256_loadu_pd(p)}; }
+inline Vec<float> LoadN(const float* p, int n) {
+  return {n == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, MaskN32(n))};
+}
+inline Vec<double> LoadN(const double* p, int n) {
+  return {n == 4 ? _mm256_loadu_pd(p) : _mm256_maskload_pd(p, MaskN64(n))};
+}
+inline void Store(float* p, Vec<float> a) { _mm256_storeu_ps(p, a.v); }
+inline void Store(double* p, Vec<double> a) { _mm256_storeu_pd(p, a.v); }
+inline void StoreN(float* p, Vec<float> a, int n) {
+  if (n == 8) _mm256_storeu_ps(p, a.v); else _mm256_maskstore_ps(p, MaskN32(n), a.v);
+}
+inline void StoreN(double* p, Vec<double> a, int n) {
+  if (n == 4) _mm256_storeu_pd(p, a.v); else _mm256_maskstore_pd(p, MaskN64(n), a.v);
+}
+
+inline Vec<float> operator+(Vec<float> a, Vec<float> b) { return {_mm256_add_ps(a.v, b.v)}; }
+inline Vec<float> operator-(Vec<float> a, Vec<float> b) { return {_mm256_sub_ps(a.v, b.v)}; }
+inline Vec<float> operator*(Vec<float> a, Vec<float> b) { return {_mm256_mul_ps(a.v, b.v)}; }
+inline Vec<float> operator/(Vec<float> a, Vec<float> b) { return {_mm256_div_ps(a.v, b.v)}; }
+inline Vec<double> operator+(Vec<double> a, Vec<double> b) { return {_mm256_add_pd(a.v, b.v)}; }
+inline Vec<double> operator-(Vec<double> a, Vec<double> b) { return {_mm256_sub_pd(a.v, b.v)}; }
+inline Vec<double> operator*(Vec<double> a, Vec<double> b) { return {_mm256_mul_pd(a.v, b.v)}; }
+inline Vec<double> operator/(Vec<double> a, Vec<double> b) { return {_mm256_div_pd(a.v, b.v)}; }
+inline Vec<float> Fma(Vec<float> a, Vec<float> b, Vec<float> c) { return {_mm256_fmadd_ps(a.v, b.v, c.v)}; }
+inline Vec<double> Fma(Vec<double> a, Vec<double> b, Vec<double> c) { return {_mm256_fmadd_pd(a.v, b.v, c.v)}; }
+
+// max(0, x) with NaN kept: MAXPS returns its second operand when either is NaN.
+inline Vec<float> Relu(Vec<float> a) { return {_mm256_max_ps(_mm256_setzero_ps(), a.v)}; }
+inline Vec<double> Relu(Vec<double> a) { return {_mm256_max_pd(_mm256_setzero_pd(), a.v)}; }
+inline Vec<float> Step(Vec<float> a) {
+  return {_mm256_and_ps(_mm256_cmp_ps(a.v, _mm256_setzero_ps(), _CMP_GT_OQ), _mm256_set1_ps(1.f))};
+}
+inline Vec<double> Step(Vec<double> a) {
+  return {_mm256_and_pd(_mm256_cmp_pd(a.v, _mm256_setzero_pd(), _CMP_GT_OQ), _mm256_set1_pd(1.0))};
+}
+
+// exp(x) = 2^n * exp(r), r = x - n ln2 in [-ln2/2, ln2/2]; degree-5 polynomial
+// (Cephes expf), about 1 ulp. The clamp keeps NaN (second operand of MIN/MAX).
+inline Vec<float> Exp(Vec<float> a) {
+  __m256 x = _mm256_min_ps(_mm256_set1_ps(88.0f), a.v);
+  x = _mm256_max_ps(_mm256_set1_ps(-87.3365447505531f), x);
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 p = _mm256_set1_ps(1.9875691500E-4f);
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.3981999507E-3f));
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(8.3334519073E-3f));
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(4.1665795894E-2f));
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(1.6666665459E-1f));
+  p = _mm256_fmadd_ps(p, x, _mm256_set1_ps(5.0000001201E-1f));
+  __m256 x2 = _mm256_mul_ps(x, x);
+  p = _mm256_fmadd_ps(p, x2, _mm256_add_ps(x, _mm256_set1_ps(1.f)));
+  // n is in [-126, 127] after the clamp, so 2^n is a normal float
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return {_mm256_mul_ps(p, _mm256_castsi256_ps(e))};
+}
+
+// exp(x) for doubles: 2^n times the Cephes Pade form 1 + 2 P / (Q - P), ~1 ulp.
+inline Vec<double> Exp(Vec<double> a) {
+  __m256d x = _mm256_min_pd(_mm256_set1_pd(708.0), a.v);
+  x = _mm256_max_pd(_mm256_set1_pd(-708.0), x);
+  __m256d n = _mm256_round_pd(_mm256_mul_pd(x, _mm256_set1_pd(1.4426950408889634073599)),
+                              _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm256_fnmadd_pd(n, _mm256_set1_pd(6.93145751953125E-1), x);
+  x = _mm256_fnmadd_pd(n, _mm256_set1_pd(1.42860682030941723212E-6), x);
+  __m256d xx = _mm256_mul_pd(x, x);
+  __m256d p = _mm256_set1_pd(1.26177193074810590878E-4);
+  p = _mm256_fmadd_pd(p, xx, _mm256_set1_pd(3.02994407707441961300E-2));
+  p = _mm256_fmadd_pd(p, xx, _mm256_set1_pd(9.99999999999999999910E-1));
+  p = _mm256_mul_pd(p, x);
+  __m256d q = _mm256_set1_pd(3.00198505138664455042E-6);
+  q = _mm256_fmadd_pd(q, xx, _mm256_set1_pd(2.52448340349684104192E-3));
+  q = _mm256_fmadd_pd(q, xx, _mm256_set1_pd(2.27265548208155028766E-1));
+  q = _mm256_fmadd_pd(q, xx, _mm256_set1_pd(2.00000000000000000009E0));
+  __m256d r = _mm256_div_pd(p, _mm256_sub_pd(q, p));
+  r = _mm256_fmadd_pd(r, _mm256_set1_pd(2.0), _mm256_set1_pd(1.0));
+  __m128i ni = _mm256_cvtpd_epi32(n);
+  __m256i e = _mm256_slli_epi64(_mm256_add_epi64(_mm256_cvtepi32_epi64(ni), _mm256_set1_epi64x(1023)), 52);
+  return {_mm256_mul_pd(r, _mm256_castsi256_pd(e))};
+}
+
+// tanh: odd polynomial below 0.625 (no cancellation), else 1 - 2/(exp(2|x|)+1).
+inline Vec<float> Tanh(Vec<float> a) {
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  __m256 ax = _mm256_andnot_ps(sign, a.v);
+  __m256 z = _mm256_mul_ps(a.v, a.v);
+  __m256 p = _mm256_set1_ps(-5.70498872745E-3f);
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(2.06390887954E-2f));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-5.37397155531E-2f));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.33314422036E-1f));
+  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-3.33332819422E-1f));
+  __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), a.v, a.v);
+  __m256 e = Exp(Vec<float>{_mm256_add_ps(ax, ax)}).v;
+  __m256 big = _mm256_sub_ps(_mm256_set1_ps(1.f),
+                             _mm256_div_ps(_mm256_set1_ps(2.f), _mm256_add_ps(e, _mm256_set1_ps(1.f))));
+  big = _mm256_or_ps(big, _mm256_and_ps(sign, a.v));
+  __m256 is_small = _mm256_cmp_ps(ax, _mm256_set1_ps(0.625f), _CMP_LT_OQ);
+  return {_mm256_blendv_ps(big, small, is_small)};
+}
+
+inline Vec<double> Tanh(Vec<double> a) {
+  const __m256d sign = _mm256_set1_pd(-0.0);
+  __m256d ax = _mm256_andnot_pd(sign, a.v);
+  __m256d z = _mm256_mul_pd(a.v, a.v);
+  __m256d p = _mm256_set1_pd(-9.64399179425052238628E-1);
+  p = _mm256_fmadd_pd(p, z, _mm256_set1_pd(-9.92877231001918586564E1));
+  p = _mm256_fmadd_pd(p, z, _mm256_set1_pd(-1.61468768441708447952E3));
+  __m256d q = _mm256_add_pd(z, _mm256_set1_pd(1.12811678491632931402E2));
+  q = _mm256_fmadd_pd(q, z, _mm256_set1_pd(2.23548839060100448583E3));
+  q = _mm256_fmadd_pd(q, z, _mm256_set1_pd(4.84406305325125486048E3));
+  __m256d small = _mm256_fmadd_pd(_mm256_div_pd(_mm256_mul_pd(p, z), q), a.v, a.v);
+  __m256d e = Exp(Vec<double>{_mm256_add_pd(ax, ax)}).v;
+  __m256d big = _mm256_sub_pd(_mm256_set1_pd(1.0),
+                              _mm256_div_pd(_mm256_set1_pd(2.0), _mm256_add_pd(e, _mm256_set1_pd(1.0))));
+  big = _mm256_or_pd(big, _mm256_and_pd(sign, a.v));
+  __m256d is_small = _mm256_cmp_pd(ax, _mm256_set1_pd(0.625), _CMP_LT_OQ);
+  return {_mm256_blendv_pd(big, small, is_small)};
+}
+
+// sigma(x) = 1 / (1 + exp(-x))
+inline Vec<float> Sigmoid(Vec<float> a) {
+  __m256 e = Exp(Vec<float>{_mm256_xor_ps(a.v, _mm256_set1_ps(-0.f))}).v;
+  return {_mm256_div_ps(_mm256_set1_ps(1.f), _mm256_add_ps(_mm256_set1_ps(1.f), e))};
+}
+inline Vec<double> Sigmoid(Vec<double> a) {
+  __m256d e = Exp(Vec<double>{_mm256_xor_pd(a.v, _mm256_set1_pd(-0.0))}).v;
+  return {_mm256_div_pd(_mm256_set1_pd(1.0), _mm256_add_pd(_mm256_set1_pd(1.0), e))};
+}

@@ -1,0 +1,22 @@
+"""rnncore: fast CPU recurrent networks with fused C++ forward and BPTT kernels."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+try:
+    from . import _core  # noqa: F401
+except ImportError as e:  # pragma: no cover - shown only on a broken install
+    raise ImportError(
+        "rnncore's C++ extension (_core) could not be imported; reinstall with "
+        "`pip install .` from the source tree"
+    ) from e
+
+from .runtime import (available_isas, get_isa, get_num_threads, runtime_info,
+                      set_num_threads, show_runtime)
+from .layers import GRU, LSTM, RNN
+
+__all__ = [
+    "LSTM", "GRU", "RNN",
+    "set_num_threads", "get_num_threads", "show_runtime", "runtime_info",
+    "available_isas", "get_isa", "__version__",
+]

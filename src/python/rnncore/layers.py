@@ -1,0 +1,393 @@
+"""Recurrent layers over the C++ kernels: parameters in PyTorch's names and
+layouts, shape checks, multi-layer and bidirectional stacking, dropout.
+
+Letters: T time steps, B batch, I input size, H hidden size, L layers,
+D directions (2 if bidirectional), G gates (4 LSTM, 3 GRU, 1 RNN).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._checks import (as_lengths, as_real_array, check_dtype, check_int, check_shape,
+                      shape_str)
+from .runtime import get_num_threads
+
+__all__ = ["LSTM", "GRU", "RNN", "Tape"]
+
+_KIND = {"lstm": 0, "gru": 1, "rnn_tanh": 2, "rnn_relu": 3}
+
+
+class Tape:
+    """What :meth:`backward` needs of a training forward pass.
+
+    Holds references to the layer inputs, the per-direction gate activations
+    and states, and the dropout masks; dropping it frees the workspace.
+    """
+
+    __slots__ = ("layer", "inputs", "records", "lengths", "h0", "c0", "masks", "shape", "dtype")
+
+    def __init__(self, layer, shape, dtype):
+        self.layer = layer
+        self.shape = shape
+        self.dtype = dtype
+        self.inputs = []   # per layer: its (T, B, I_k) input
+        self.records = []  # per layer, per direction: dict of tape arrays
+        self.masks = []    # per layer below the top: dropout mask or None
+        self.lengths = None
+        self.h0 = None
+        self.c0 = None
+
+
+class _Recurrent:
+    """Common machinery of the recurrent layers (not public)."""
+
+    _gates = 1
+    _mode = ""
+
+    def __init__(self, input_size, hidden_size, *, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None):
+        self.input_size = check_int("input_size", input_size, 1)
+        self.hidden_size = check_int("hidden_size", hidden_size, 1)
+        self.num_layers = check_int("num_layers", num_layers, 1)
+        for name, v in (("bias", bias), ("batch_first", batch_first), ("bidirectional", bidirectional)):
+            if not isinstance(v, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, got {type(v).__name__} {v!r}")
+        self.bias = bool(bias)
+        self.batch_first = bool(batch_first)
+        self.bidirectional = bool(bidirectional)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float, np.floating)):
+            raise TypeError(f"dropout must be a float in [0, 1), got {type(dropout).__name__}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
+        self.dtype = check_dtype(dtype)
+        if seed is not None:
+            check_int("seed", seed, 0)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self.training = True
+        self.params = {}
+        self._init_params()
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    # -- parameters -------------------------------------------------------
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def _suffix(self, k: int, d: int) -> str:
+        return f"_l{k}" + ("_reverse" if d == 1 else "")
+
+    def _layer_input_size(self, k: int) -> int:
+        return self.input_size if k == 0 else self.num_directions * self.hidden_size
+
+    def _param_shapes(self, k: int, d: int) -> dict:
+        """Role -> (name, shape) of layer k, direction d."""
+        H, G, s = self.hidden_size, self._gates, self._suffix(k, d)
+        out = {"w_ih": (f"weight_ih{s}", (G * H, self._layer_input_size(k))),
+               "w_hh": (f"weight_hh{s}", (G * H, H))}
+        if self.bias:
+            out["b_ih"] = (f"bias_ih{s}", (G * H,))
+            out["b_hh"] = (f"bias_hh{s}", (G * H,))
+        return out
+
+    def _init_params(self) -> None:
+        # U(-1/sqrt(H), 1/sqrt(H)) for every parameter, as PyTorch does
+        bound = 1.0 / np.sqrt(self.hidden_size)
+        for k in range(self.num_layers):
+            for d in range(self.num_directions):
+                for _, (name, shape) in self._param_shapes(k, d).items():
+                    self.params[name] = self._rng.uniform(-bound, bound, size=shape).astype(self.dtype)
+
+    def zero_grad(self) -> None:
+        """Set every gradient in :attr:`grads` to zero."""
+        for g in self.grads.values():
+            g[...] = 0
+
+    def _weights(self, k: int, d: int, store: dict, what: str) -> dict:
+        """The arrays of layer k, direction d, checked (params may have been
+        replaced by the user); role -> array."""
+        out = {}
+        for role, (name, shape) in self._param_shapes(k, d).items():
+            if name not in store:
+                raise KeyError(f"{what}[{name!r}] is missing")
+            a = store[name]
+            if not isinstance(a, np.ndarray) or a.dtype != self.dtype:
+                got = a.dtype if isinstance(a, np.ndarray) else type(a).__name__
+                raise TypeError(f"{what}[{name!r}] must be a numpy {self.dtype} array, got {got}")
+            if a.shape != shape:
+                raise ValueError(f"{what}[{name!r}] must be {shape_str(shape)}, got {shape_str(a.shape)}")
+            if not a.flags.c_contiguous:
+                if what == "grads":
+                    raise ValueError(f"grads[{name!r}] must be C-contiguous")
+                a = np.ascontiguousarray(a)
+            out[role] = a
+        return out
+
+    def _cell_args(self) -> tuple:
+        """(kind, peephole, reset_after) for the kernels."""
+        raise NotImplementedError
+
+    # -- states -----------------------------------------------------------
+    def _state_shape(self, B: int) -> tuple:
+        return (self.num_layers * self.num_directions, B, self.hidden_size)
+
+    def _check_state(self, state, B: int, name: str = "state"):
+        """state -> (h0, c0) arrays of (L*D, B, H) or None."""
+        shape = self._state_shape(B)
+        letters = ("L*D", "B", "H")
+        if state is None:
+            return None, None
+        if self._has_cell:
+            if not isinstance(state, (tuple, list)) or len(state) != 2:
+                raise TypeError(f"{name} must be a tuple (h, c) of arrays {shape_str(shape)}, "
+                                f"got {type(state).__name__}")
+            h = as_real_array(f"{name}[0] (h)", state[0], self.dtype)
+            c = as_real_array(f"{name}[1] (c)", state[1], self.dtype)
+            check_shape(f"{name}[0] (h)", h, shape, letters)
+            check_shape(f"{name}[1] (c)", c, shape, letters)
+            return h, c
+        if isinstance(state, (tuple, list)):
+            raise TypeError(f"{name} must be an array {shape_str(shape)}, got {type(state).__name__}")
+        h = as_real_array(name, state, self.dtype)
+        check_shape(name, h, shape, letters)
+        return h, None
+
+    _has_cell = False
+
+    def _pack_state(self, h, c):
+        return (h, c) if self._has_cell else h
+
+    # -- input ------------------------------------------------------------
+    def _check_input(self, x, lengths):
+        x = as_real_array("x", x, self.dtype)
+        I = self.input_size
+        layout = ("B", "T", I) if self.batch_first else ("T", "B", I)
+        if x.ndim != 3:
+            raise ValueError(f"x must be 3-D {shape_str(layout)}, got {x.ndim}-D array of shape "
+                             f"{shape_str(x.shape)}")
+        if x.shape[2] != I:
+            raise ValueError(f"x must be {shape_str(layout)}, got {shape_str(x.shape)}")
+        B, T = (x.shape[0], x.shape[1]) if self.batch_first else (x.shape[1], x.shape[0])
+        if T < 1:
+            raise ValueError(f"x must have at least one time step, got T = 0 (shape {shape_str(x.shape)})")
+        if B < 1:
+            raise ValueError(f"x must have at least one batch row, got B = 0 (shape {shape_str(x.shape)})")
+        return x, T, B, as_lengths(lengths, B, T)
+
+    def _seq_shape(self, T, B, width):
+        return (B, T, width) if self.batch_first else (T, B, width)
+
+    # -- forward / backward ----------------------------------------------
+    def __call__(self, x, state=None, lengths=None):
+        """Inference: ``y, state = layer(x, state=None, lengths=None)``.
+
+        No tape is kept and no dropout applied; the kernels release the GIL,
+        so calls from many threads on one layer run concurrently.
+        """
+        y, st, _ = self._run(x, state, lengths, train=False)
+        return y, st
+
+    def forward(self, x, state=None, lengths=None):
+        """Training forward pass: ``y, state, tape``.
+
+        Parameters
+        ----------
+        x : array (T, B, I), or (B, T, I) with ``batch_first``
+        state : initial state or None (zeros); see the class docstring
+        lengths : int array (B,) in [1, T] or None
+
+        Returns
+        -------
+        y : array (T, B, D*H) (or (B, T, D*H)); 0 past each row's length
+        state : final state, taken at each row's last valid step
+        tape : :class:`Tape` for :meth:`backward`
+        """
+        return self._run(x, state, lengths, train=True)
+
+    def _run(self, x, state, lengths, train):
+        x, T, B, lens = self._check_input(x, lengths)
+        h0, c0 = self._check_state(state, B)
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        kind, peephole, reset_after = self._cell_args()
+        fwd = _core.forward_f32 if self.dtype == np.float32 else _core.forward_f64
+        threads = get_num_threads()
+        hn = np.empty(self._state_shape(B), self.dtype)
+        cn = np.empty_like(hn) if self._has_cell else None
+        tape = Tape(self, (T, B), self.dtype) if train else None
+        if tape is not None:
+            tape.lengths, tape.h0, tape.c0 = lens, h0, c0
+        G = self._gates
+        inp = x
+        for k in range(L):
+            y = np.empty(self._seq_shape(T, B, D * H), self.dtype)
+            recs = []
+            for d in range(D):
+                w = self._weights(k, d, self.params, "params")
+                i = k * D + d
+                rec = None
+                if train:
+                    rec = {"gates": np.empty(self._seq_shape(T, B, G * H), self.dtype),
+                           "hprev": np.empty(self._seq_shape(T, B, H), self.dtype),
+                           "c": np.empty(self._seq_shape(T, B, H), self.dtype) if self._has_cell else None,
+                           "extra": np.empty(self._seq_shape(T, B, H), self.dtype) if kind == 1 else None}
+                    recs.append(rec)
+                fwd(kind, peephole, reset_after, d == 1, self.batch_first, threads, D, d, inp,
+                    w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), w.get("w_ch"),
+                    None if h0 is None else h0[i], None if c0 is None else c0[i], lens,
+                    y, hn[i], None if cn is None else cn[i],
+                    *((rec["gates"], rec["hprev"], rec["c"], rec["extra"]) if rec else (None,) * 4))
+            if train:
+                tape.inputs.append(inp)
+                tape.records.append(recs)
+            if k < L - 1 and train and self.dropout > 0.0:
+                # inverted dropout between layers, training only
+                keep = 1.0 - self.dropout
+                mask = (self._rng.random(y.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
+                tape.masks.append(mask)
+                y = y * mask
+            elif train:
+                tape.masks.append(None)
+            inp = y
+        return inp, self._pack_state(hn, cn), tape
+
+    def backward(self, tape, dy, dstate=None):
+        """BPTT through the pass that made ``tape``; adds into :attr:`grads`.
+
+        Parameters
+        ----------
+        tape : the :class:`Tape` from :meth:`forward`
+        dy : array (T, B, D*H) (or (B, T, D*H)): gradient of the loss w.r.t. y
+        dstate : gradient w.r.t. the final state (same structure), or None
+
+        Returns
+        -------
+        dx : array (T, B, I) (or (B, T, I))
+        dstate0 : gradient w.r.t. the initial state (zeros' gradient if None was given)
+        """
+        if not isinstance(tape, Tape) or tape.layer is not self:
+            raise TypeError("tape must be the Tape returned by this layer's forward()")
+        T, B = tape.shape
+        L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        dy = as_real_array("dy", dy, self.dtype)
+        check_shape("dy", dy, self._seq_shape(T, B, D * H),
+                    ("B", "T", "D*H") if self.batch_first else ("T", "B", "D*H"))
+        dhn, dcn = self._check_state(dstate, B, name="dstate")
+        kind, peephole, reset_after = self._cell_args()
+        bwd = _core.backward_f32 if self.dtype == np.float32 else _core.backward_f64
+        threads = get_num_threads()
+        dh0 = np.zeros(self._state_shape(B), self.dtype)
+        dc0 = np.zeros_like(dh0) if self._has_cell else None
+        grad = dy
+        for k in range(L - 1, -1, -1):
+            inp = tape.inputs[k]
+            dx = np.empty(inp.shape, self.dtype)
+            for d in range(D):
+                w = self._weights(k, d, self.params, "params")
+                g = self._weights(k, d, self.grads, "grads")
+                rec = tape.records[k][d]
+                i = k * D + d
+                bwd(kind, peephole, reset_after, d == 1, self.batch_first, threads, D, d, inp,
+                    w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), w.get("w_ch"),
+                    None if tape.h0 is None else tape.h0[i], None if tape.c0 is None else tape.c0[i],
+                    tape.lengths, rec["gates"], rec["hprev"], rec["c"], rec["extra"],
+                    grad, None if dhn is None else dhn[i], None if dcn is None else dcn[i],
+                    dx, d == 1, dh0[i], None if dc0 is None else dc0[i],
+                    g["w_ih"], g["w_hh"], g.get("b_ih"), g.get("b_hh"), g.get("w_ch"))
+            if k > 0:
+                mask = tape.masks[k - 1]
+                grad = dx if mask is None else dx * mask
+            else:
+                grad = dx
+        return grad, self._pack_state(dh0, dc0)
+
+    def __repr__(self) -> str:
+        extra = self._extra_repr()
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, "
+                f"bidirectional={self.bidirectional}, batch_first={self.batch_first}, "
+                f"dtype={self.dtype.name}{extra})")
+
+    def _extra_repr(self) -> str:
+        return ""
+
+
+class LSTM(_Recurrent):
+    """Long short-term memory layer, as ``torch.nn.LSTM``.
+
+    Gates i, f, g, o: ``c_t = f*c_{t-1} + i*g``, ``h_t = o*tanh(c_t)``. With
+    ``peephole=True``, ``weight_ch_l{k}`` (3, H) adds ``w_i*c_{t-1}``,
+    ``w_f*c_{t-1}`` and ``w_o*c_t`` to the i, f, o pre-activations.
+    State: ``(h, c)``, each (L*D, B, H).
+    """
+
+    _gates = 4
+    _has_cell = True
+
+    def __init__(self, input_size, hidden_size, *, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, peephole=False):
+        if not isinstance(peephole, (bool, np.bool_)):
+            raise TypeError(f"peephole must be a bool, got {type(peephole).__name__}")
+        self.peephole = bool(peephole)
+        super().__init__(input_size, hidden_size, num_layers=num_layers, bias=bias,
+                         batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
+                         dtype=dtype, seed=seed)
+
+    def _param_shapes(self, k, d):
+        out = super()._param_shapes(k, d)
+        if self.peephole:
+            out["w_ch"] = (f"weight_ch{self._suffix(k, d)}", (3, self.hidden_size))
+        return out
+
+    def _cell_args(self):
+        return _KIND["lstm"], self.peephole, True
+
+    def _extra_repr(self):
+        return ", peephole=True" if self.peephole else ""
+
+
+class GRU(_Recurrent):
+    """Gated recurrent unit layer, as ``torch.nn.GRU``.
+
+    Gates r, z, n: ``h_t = (1-z)*n + z*h_{t-1}`` with
+    ``n = tanh(W_in x + b_in + r*(W_hn h + b_hn))`` (``reset_after=True``,
+    PyTorch and cuDNN) or ``n = tanh(W_in x + b_in + W_hn (r*h) + b_hn)``
+    (``reset_after=False``, Cho et al. 2014). State: h (L*D, B, H).
+    """
+
+    _gates = 3
+
+    def __init__(self, input_size, hidden_size, *, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, reset_after=True):
+        if not isinstance(reset_after, (bool, np.bool_)):
+            raise TypeError(f"reset_after must be a bool, got {type(reset_after).__name__}")
+        self.reset_after = bool(reset_after)
+        super().__init__(input_size, hidden_size, num_layers=num_layers, bias=bias,
+                         batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
+                         dtype=dtype, seed=seed)
+
+    def _cell_args(self):
+        return _KIND["gru"], False, self.reset_after
+
+    def _extra_repr(self):
+        return "" if self.reset_after else ", reset_after=False"
+
+
+class RNN(_Recurrent):
+    """Elman layer, as ``torch.nn.RNN``: ``h_t = phi(W_ih x + b_ih + W_hh h + b_hh)``,
+    ``phi`` tanh or relu. State: h (L*D, B, H)."""
+
+    def __init__(self, input_size, hidden_size, *, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, nonlinearity="tanh"):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, num_layers=num_layers, bias=bias,
+                         batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
+                         dtype=dtype, seed=seed)
+
+    def _cell_args(self):
+        return _KIND["rnn_" + self.nonlinearity], False, True
+
+    def _extra_repr(self):
+        return f", nonlinearity={self.nonlinearity!r}"

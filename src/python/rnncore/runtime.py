@@ -1,0 +1,122 @@
+"""Run-time configuration: BLAS binding, thread count, instruction set.
+
+One thread setting governs both rnncore's OpenMP team and OpenBLAS, following
+scikit-learn's convention: ``None`` the default (all cores, or
+``OMP_NUM_THREADS`` when set), ``-1`` all cores, ``-k`` all but ``k - 1``,
+``0`` an error.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import sys
+import threading
+
+from . import _core
+
+__all__ = ["set_num_threads", "get_num_threads", "show_runtime", "runtime_info",
+           "available_isas", "get_isa"]
+
+_lock = threading.Lock()
+_threads: int | None = None
+
+
+def _bind_blas() -> str:
+    """Bind OpenBLAS from the scipy-openblas32 wheel; return the reason if not."""
+    try:
+        import scipy_openblas32 as sob
+    except ImportError as e:  # pragma: no cover - a runtime dependency
+        return f"scipy_openblas32 not importable ({e})"
+    libdir = sob.get_lib_dir()
+    name = sob.get_library()
+    pattern = {"win32": f"{name}*.dll", "darwin": f"lib{name}*.dylib"}.get(sys.platform, f"lib{name}*.so*")
+    candidates = sorted(glob.glob(os.path.join(libdir, pattern)))
+    if not candidates:
+        return f"no {pattern} in {libdir}"
+    err = _core.bind_blas(candidates[0], "scipy_")
+    return err
+
+
+_blas_error = _bind_blas()
+
+
+def _default_threads() -> int:
+    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, _core.max_threads())
+
+
+def set_num_threads(n: int | None = None) -> None:
+    """Set the threads rnncore and its BLAS use.
+
+    Parameters
+    ----------
+    n : int or None
+        ``None`` for the default, ``-1`` for all cores, ``-k`` for all but
+        ``k - 1``, a positive count otherwise. ``0`` is an error.
+    """
+    global _threads
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int)):
+        raise TypeError(f"n must be an int or None, got {type(n).__name__}")
+    if n == 0:
+        raise ValueError("n must be a positive thread count, -1 (all cores) or None, got 0")
+    if n is None:
+        value = _default_threads()
+    elif n < 0:
+        value = _core.max_threads() + 1 + n
+        if value < 1:
+            raise ValueError(f"n={n} leaves no thread on {_core.max_threads()} cores")
+    else:
+        value = n
+    with _lock:
+        _threads = value
+        _core.set_blas_threads(value)
+
+
+def get_num_threads() -> int:
+    """The number of threads rnncore uses (its OpenMP team and BLAS)."""
+    if _threads is None:
+        set_num_threads(None)
+    return _threads  # type: ignore[return-value]
+
+
+def available_isas() -> list[str]:
+    """Instruction sets this CPU and build can run, best last."""
+    return list(_core.available_isas())
+
+
+def get_isa() -> str:
+    """The instruction set the kernels use (chosen once; capped by RNNCORE_MAX_ISA)."""
+    return _core.isa()
+
+
+def _select_isa(name: str) -> None:
+    """Switch the kernels' instruction set (for tests of every path)."""
+    if not _core.select_isa(name):
+        raise ValueError(f"isa must be one of {available_isas()}, got {name!r}")
+
+
+def runtime_info() -> dict:
+    """What rnncore runs with, as a dict (see :func:`show_runtime`)."""
+    from . import __version__
+    return {
+        "version": __version__,
+        "isa": _core.isa(),
+        "available_isas": available_isas(),
+        "max_isa_env": os.environ.get("RNNCORE_MAX_ISA"),
+        "threads": get_num_threads(),
+        "cores": _core.max_threads(),
+        "openmp": bool(_core.have_openmp()),
+        "blas": _core.blas_info() if not _blas_error else f"none ({_blas_error})",
+        "compiler": _core.compiler,
+    }
+
+
+def show_runtime() -> None:
+    """Print the instruction set, threads, OpenMP and BLAS in use."""
+    for k, v in runtime_info().items():
+        print(f"{k:>15}: {v}")
+
+
+get_num_threads()
