@@ -1,0 +1,221 @@
+"""rnncore's C++ kernels against the numpy reference: outputs, final states
+and every gradient; float64 finite differences through the C++ path; chunked
+runs; every ISA and thread count."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import rnncore as rc
+
+from _helpers import (CELL_IDS, assert_close, cast_state, flat, isa, make_pair, ref_forward,
+                      ref_state, threads)
+import _reference as ref
+
+SIZES = [(1, 1, 1, 1), (5, 3, 4, 5), (7, 2, 3, 17), (4, 5, 6, 64)]  # T, B, I, H
+CONFIGS = [  # num_layers, bidirectional, with lengths, with initial state
+    (1, False, False, False),
+    (1, True, True, True),
+    (2, True, True, False),
+    (2, False, False, True),
+]
+
+
+def _lengths(T, B, rng):
+    lens = rng.integers(1, T + 1, size=B)
+    lens[0] = T
+    return lens
+
+
+def _run_both(cell_id, T, B, I, H, L, bidir, use_len, use_state, dtype, seed=0, batch_first=False):
+    rng = np.random.default_rng(seed)
+    layer, params = make_pair(cell_id, I, H, num_layers=L, bidirectional=bidir, dtype=dtype,
+                              batch_first=batch_first, seed=seed)
+    x = rng.uniform(-1, 1, (T, B, I))
+    lengths = _lengths(T, B, rng) if use_len else None
+    state = ref_state(cell_id, H, B, L, bidir, seed=seed + 1) if use_state else None
+    y_ref, st_ref, cache = ref_forward(cell_id, params, x, state, lengths, H, L, bidir)
+    dy = rng.standard_normal(y_ref.shape)
+    dst = [rng.standard_normal(a.shape) for a in flat(st_ref)]
+    dstate = tuple(dst) if isinstance(st_ref, tuple) else dst[0]
+    dx_ref, dst0_ref, g_ref = ref.backward(cache, dy, dstate)
+
+    xin = x.transpose(1, 0, 2) if batch_first else x
+    y, st, tape = layer.forward(xin.astype(dtype), cast_state(state, dtype), lengths)
+    y_inf, st_inf = layer(xin.astype(dtype), cast_state(state, dtype), lengths)
+    dyin = dy.transpose(1, 0, 2) if batch_first else dy
+    dx, dst0 = layer.backward(tape, dyin.astype(dtype), cast_state(dstate, dtype))
+    if batch_first:
+        y, y_inf, dx = (a.transpose(1, 0, 2) for a in (y, y_inf, dx))
+    return dict(y=(y, y_ref), y_inf=(y_inf, y_ref), dx=(dx, dx_ref),
+                state=(flat(st), flat(st_ref)), state_inf=(flat(st_inf), flat(st_ref)),
+                dstate0=(flat(dst0), flat(dst0_ref)),
+                grads=({k: layer.grads[k] for k in g_ref}, g_ref))
+
+
+def _check(res, dtype):
+    for key in ("y", "y_inf", "dx"):
+        a, d = res[key]
+        assert a.dtype == np.dtype(dtype)
+        assert_close(a, d, dtype, key)
+    for key in ("state", "state_inf", "dstate0"):
+        for i, (a, d) in enumerate(zip(*res[key])):
+            assert_close(a, d, dtype, f"{key}[{i}]")
+    got, want = res["grads"]
+    for k in want:
+        assert_close(got[k], want[k], dtype, f"grad {k}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("config", CONFIGS, ids=["L1", "L1-bi-len-state", "L2-bi-len", "L2-state"])
+@pytest.mark.parametrize("size", SIZES, ids=[f"T{t}B{b}I{i}H{h}" for t, b, i, h in SIZES])
+@pytest.mark.parametrize("cell_id", CELL_IDS)
+def test_matches_reference(cell_id, size, config, dtype):
+    T, B, I, H = size
+    L, bidir, use_len, use_state = config
+    _check(_run_both(cell_id, T, B, I, H, L, bidir, use_len, use_state, dtype), dtype)
+
+
+@pytest.mark.parametrize("cell_id", CELL_IDS)
+def test_batch_first_matches_reference(cell_id):
+    _check(_run_both(cell_id, 6, 4, 3, 9, 2, True, True, True, np.float64, batch_first=True), np.float64)
+
+
+@pytest.mark.parametrize("name", rc.available_isas())
+@pytest.mark.parametrize("cell_id", CELL_IDS)
+def test_every_isa_matches_reference(cell_id, name):
+    with isa(name):
+        for dtype in (np.float32, np.float64):
+            _check(_run_both(cell_id, 6, 5, 4, 19, 2, True, True, True, dtype, seed=3), dtype)
+
+
+@pytest.mark.parametrize("cell_id", CELL_IDS)
+def test_one_and_two_threads_agree(cell_id):
+    # H = 41 gives blocks split unevenly between two threads, with a partial block
+    out = {}
+    for n in (1, 2):
+        with threads(n):
+            out[n] = _run_both(cell_id, 9, 6, 5, 41, 2, True, True, True, np.float32, seed=5)
+    _check(out[2], np.float32)
+    # BLAS may sum in another order with two threads: float32 tolerances
+    for key in ("y", "dx"):
+        assert_close(out[1][key][0], out[2][key][0], np.float32, key)
+    for k, g1 in out[1]["grads"][0].items():
+        assert_close(g1, out[2]["grads"][0][k], np.float32, k)
+
+
+@pytest.mark.parametrize("cell_id", CELL_IDS)
+def test_chunks_equal_whole_sequence(cell_id):
+    rng = np.random.default_rng(7)
+    layer, _ = make_pair(cell_id, 3, 11, num_layers=2, dtype=np.float64)
+    x = rng.uniform(-1, 1, (12, 4, 3))
+    y_all, st_all = layer(x)
+    y1, st1 = layer(x[:5])
+    y2, st2 = layer(x[5:], st1)
+    np.testing.assert_allclose(np.concatenate([y1, y2]), y_all, rtol=1e-12, atol=1e-13)
+    for a, b in zip(flat(st2), flat(st_all)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
+
+
+def _loss(layer, x, state, lengths, dy, dstate):
+    y, st = layer(x, state, lengths)
+    return float(np.sum(y * dy) + sum(np.sum(a * b) for a, b in zip(flat(st), flat(dstate))))
+
+
+@pytest.mark.parametrize("cell_id", CELL_IDS)
+def test_finite_differences_through_cpp(cell_id):
+    """Central differences of every parameter, input and initial-state entry (float64)."""
+    rng = np.random.default_rng(11)
+    T, B, I, H, L = 4, 3, 2, 3, 2
+    layer, _ = make_pair(cell_id, I, H, num_layers=L, bidirectional=True, dtype=np.float64, seed=11)
+    x = rng.uniform(-1, 1, (T, B, I))
+    lengths = np.array([4, 2, 3])
+    state = ref_state(cell_id, H, B, L, True, seed=12)
+    y, st, tape = layer.forward(x, state, lengths)
+    dy = rng.standard_normal(y.shape)
+    dstate = tuple(rng.standard_normal(a.shape) for a in flat(st))
+    dstate = dstate if isinstance(st, tuple) else dstate[0]
+    layer.zero_grad()
+    dx, dst0 = layer.backward(tape, dy, dstate)
+    eps = 1e-6
+
+    def fd(arr, get_loss):
+        g = np.zeros_like(arr)
+        for idx in np.ndindex(arr.shape):
+            old = arr[idx]
+            arr[idx] = old + eps
+            lp = get_loss()
+            arr[idx] = old - eps
+            lm = get_loss()
+            arr[idx] = old
+            g[idx] = (lp - lm) / (2 * eps)
+        return g
+
+    f = lambda: _loss(layer, x, state, lengths, dy, dstate)  # noqa: E731
+    for name, p in layer.params.items():
+        np.testing.assert_allclose(layer.grads[name], fd(p, f), rtol=1e-5, atol=1e-7, err_msg=name)
+    np.testing.assert_allclose(dx, fd(x, f), rtol=1e-5, atol=1e-7, err_msg="x")
+    for i, (s, ds) in enumerate(zip(flat(state), flat(dst0))):
+        np.testing.assert_allclose(ds, fd(s, f), rtol=1e-5, atol=1e-7, err_msg=f"state[{i}]")
+
+
+@pytest.mark.parametrize("cell_id", CELL_IDS)
+def test_grads_accumulate_and_zero(cell_id):
+    layer, _ = make_pair(cell_id, 3, 5, dtype=np.float64)
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 2, 3))
+    y, _, tape = layer.forward(x)
+    layer.backward(tape, np.ones_like(y))
+    once = {k: v.copy() for k, v in layer.grads.items()}
+    assert any(np.any(v != 0) for v in once.values())
+    layer.backward(tape, np.ones_like(y))  # the same tape twice: gradients add
+    for k, v in layer.grads.items():
+        np.testing.assert_allclose(v, 2 * once[k], rtol=1e-12, err_msg=k)
+    layer.zero_grad()
+    assert all(np.all(v == 0) for v in layer.grads.values())
+
+
+def test_dropout_between_layers_in_training_only():
+    layer = rc.LSTM(3, 8, num_layers=3, dropout=0.5, seed=0, dtype=np.float64)
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 2, 3))
+    y_a, _ = layer(x)
+    y_b, _ = layer(x)
+    np.testing.assert_array_equal(y_a, y_b)  # inference: no dropout
+    y_t, _, tape = layer.forward(x)
+    assert not np.allclose(y_t, y_a)          # training: masks applied between layers
+    assert len(tape.masks) == 3 and tape.masks[-1] is None
+    assert all(set(np.unique(m)) <= {0.0, 2.0} for m in tape.masks[:2])
+    # the gradient goes through the same masks: check one weight by differences
+    dy = np.random.default_rng(1).standard_normal(y_t.shape)
+    layer.zero_grad()
+    layer.backward(tape, dy)
+    masks = tape.masks
+
+    def loss_with_masks():
+        inp = x
+        for k in range(3):
+            sub = rc.LSTM(3 if k == 0 else 8, 8, dtype=np.float64)
+            for role in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                sub.params[f"{role}_l0"] = layer.params[f"{role}_l{k}"]
+            inp, _ = sub(inp)
+            if masks[k] is not None:
+                inp = inp * masks[k]
+        return float(np.sum(inp * dy))
+
+    w = layer.params["weight_hh_l0"]
+    eps, idx = 1e-6, (3, 2)
+    old = w[idx]
+    w[idx] = old + eps
+    lp = loss_with_masks()
+    w[idx] = old - eps
+    lm = loss_with_masks()
+    w[idx] = old
+    assert abs(layer.grads["weight_hh_l0"][idx] - (lp - lm) / (2 * eps)) < 1e-6
+
+
+def test_nan_propagates_per_row():
+    layer = rc.GRU(2, 6, seed=0)
+    x = np.zeros((5, 3, 2), np.float32)
+    x[2, 1, 0] = np.nan
+    y, h = layer(x)
+    assert np.all(np.isfinite(y[:, [0, 2]])) and np.all(np.isfinite(y[:2, 1]))
+    assert np.all(np.isnan(y[2:, 1]))

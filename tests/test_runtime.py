@@ -1,0 +1,54 @@
+"""Runtime configuration: threads, ISA, BLAS, show_runtime, the demo."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import rnncore as rc
+from rnncore import _core
+
+
+def test_show_runtime_names_isa_threads_openmp_blas(capsys):
+    rc.show_runtime()
+    out = capsys.readouterr().out
+    for key in ("isa", "threads", "openmp", "blas"):
+        assert key in out
+    info = rc.runtime_info()
+    assert info["isa"] in rc.available_isas()
+    assert info["threads"] == rc.get_num_threads() >= 1
+    assert "OpenBLAS" in info["blas"]
+
+
+def test_set_num_threads_convention():
+    try:
+        rc.set_num_threads(1)
+        assert rc.get_num_threads() == 1
+        rc.set_num_threads(-1)
+        assert rc.get_num_threads() == _core.max_threads()
+        with pytest.raises(ValueError, match="got 0"):
+            rc.set_num_threads(0)
+        with pytest.raises(TypeError, match="n must be an int"):
+            rc.set_num_threads(1.5)
+    finally:
+        rc.set_num_threads(None)
+
+
+def test_max_isa_env_caps_the_kernels():
+    code = "import rnncore; print(rnncore.get_isa())"
+    env = dict(os.environ, RNNCORE_MAX_ISA="generic")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "generic"
+
+
+def test_demo_trains(capsys):
+    from rnncore import LSTM, _demo
+    lines = []
+    mse = _demo.train(LSTM, steps=10, hidden=16, epochs=3, n_train=1000, log=lines.append)
+    before = float(lines[0].rsplit(" ", 1)[1])
+    assert mse < before
+    assert mse < 0.17  # better than predicting the mean
+    assert np.isfinite(mse)
