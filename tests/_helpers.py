@@ -19,9 +19,18 @@ GATED = [
     ("gru_v1", "gru", {"reset_after": False}, "GRU", {"reset_after": False}),
     ("rnn_tanh", "rnn_tanh", {}, "RNN", {"nonlinearity": "tanh"}),
     ("rnn_relu", "rnn_relu", {}, "RNN", {"nonlinearity": "relu"}),
+    ("leaky", "leaky", {}, "LeakyRNN", {"alpha": 0.5}),
+    ("skip_1_3", "skip", {"delays": (1, 3)}, "SkipRNN", {"delays": (1, 3)}),
+    ("skip_2", "skip", {"delays": (2,)}, "SkipRNN", {"delays": (2,)}),
+    ("clockwork", "clockwork", {"periods": (1, 2, 4)}, "ClockworkRNN", {"periods": (1, 2, 4)}),
 ]
 CELL_IDS = [c[0] for c in GATED]
 CELLS = {c[0]: c for c in GATED}
+
+
+def fix_h(cell_id, H):
+    """H rounded up so that clockwork's three groups are equal."""
+    return -(-H // 3) * 3 if cell_id == "clockwork" else H
 
 
 def make_pair(cell_id, I, H, *, num_layers=1, bidirectional=False, dtype=np.float64,
@@ -46,8 +55,9 @@ def ref_forward(cell_id, params, x, state, lengths, H, num_layers, bidirectional
 
 def ref_state(cell_id, H, B, num_layers, bidirectional, seed=1):
     _, rname, rkw, _, _ = CELLS[cell_id]
+    kw = dict(rkw, step0=3) if rname == "clockwork" else rkw  # start out of phase
     return ref.initial_state(rname, H, B, num_layers=num_layers, bidirectional=bidirectional,
-                             rng=seed, **rkw)
+                             rng=seed, **kw)
 
 
 def cast_state(state, dtype):

@@ -8,8 +8,8 @@ import pytest
 
 import rnncore as rc
 
-from _helpers import (CELL_IDS, assert_close, cast_state, flat, isa, make_pair, ref_forward,
-                      ref_state, threads)
+from _helpers import (CELL_IDS, assert_close, cast_state, fix_h, flat, isa, make_pair,
+                      ref_forward, ref_state, threads)
 import _reference as ref
 
 SIZES = [(1, 1, 1, 1), (5, 3, 4, 5), (7, 2, 3, 17), (4, 5, 6, 64)]  # T, B, I, H
@@ -21,6 +21,13 @@ CONFIGS = [  # num_layers, bidirectional, with lengths, with initial state
 ]
 
 
+def like_state(state, rng):
+    """Random arrays in the structure of ``state`` (ints, clockwork's step, kept)."""
+    if isinstance(state, tuple):
+        return tuple(rng.standard_normal(a.shape) if isinstance(a, np.ndarray) else a for a in state)
+    return rng.standard_normal(state.shape)
+
+
 def _lengths(T, B, rng):
     lens = rng.integers(1, T + 1, size=B)
     lens[0] = T
@@ -28,6 +35,7 @@ def _lengths(T, B, rng):
 
 
 def _run_both(cell_id, T, B, I, H, L, bidir, use_len, use_state, dtype, seed=0, batch_first=False):
+    H = fix_h(cell_id, H)
     rng = np.random.default_rng(seed)
     layer, params = make_pair(cell_id, I, H, num_layers=L, bidirectional=bidir, dtype=dtype,
                               batch_first=batch_first, seed=seed)
@@ -36,8 +44,7 @@ def _run_both(cell_id, T, B, I, H, L, bidir, use_len, use_state, dtype, seed=0, 
     state = ref_state(cell_id, H, B, L, bidir, seed=seed + 1) if use_state else None
     y_ref, st_ref, cache = ref_forward(cell_id, params, x, state, lengths, H, L, bidir)
     dy = rng.standard_normal(y_ref.shape)
-    dst = [rng.standard_normal(a.shape) for a in flat(st_ref)]
-    dstate = tuple(dst) if isinstance(st_ref, tuple) else dst[0]
+    dstate = like_state(st_ref, rng)
     dx_ref, dst0_ref, g_ref = ref.backward(cache, dy, dstate)
 
     xin = x.transpose(1, 0, 2) if batch_first else x
@@ -107,7 +114,7 @@ def test_one_and_two_threads_agree(cell_id):
 @pytest.mark.parametrize("cell_id", CELL_IDS)
 def test_chunks_equal_whole_sequence(cell_id):
     rng = np.random.default_rng(7)
-    layer, _ = make_pair(cell_id, 3, 11, num_layers=2, dtype=np.float64)
+    layer, _ = make_pair(cell_id, 3, fix_h(cell_id, 11), num_layers=2, dtype=np.float64)
     x = rng.uniform(-1, 1, (12, 4, 3))
     y_all, st_all = layer(x)
     y1, st1 = layer(x[:5])
@@ -126,15 +133,14 @@ def _loss(layer, x, state, lengths, dy, dstate):
 def test_finite_differences_through_cpp(cell_id):
     """Central differences of every parameter, input and initial-state entry (float64)."""
     rng = np.random.default_rng(11)
-    T, B, I, H, L = 4, 3, 2, 3, 2
+    T, B, I, H, L = 5, 3, 2, 3, 2
     layer, _ = make_pair(cell_id, I, H, num_layers=L, bidirectional=True, dtype=np.float64, seed=11)
     x = rng.uniform(-1, 1, (T, B, I))
     lengths = np.array([4, 2, 3])
     state = ref_state(cell_id, H, B, L, True, seed=12)
     y, st, tape = layer.forward(x, state, lengths)
     dy = rng.standard_normal(y.shape)
-    dstate = tuple(rng.standard_normal(a.shape) for a in flat(st))
-    dstate = dstate if isinstance(st, tuple) else dstate[0]
+    dstate = like_state(st, rng)
     layer.zero_grad()
     dx, dst0 = layer.backward(tape, dy, dstate)
     eps = 1e-6
@@ -161,7 +167,7 @@ def test_finite_differences_through_cpp(cell_id):
 
 @pytest.mark.parametrize("cell_id", CELL_IDS)
 def test_grads_accumulate_and_zero(cell_id):
-    layer, _ = make_pair(cell_id, 3, 5, dtype=np.float64)
+    layer, _ = make_pair(cell_id, 3, fix_h(cell_id, 5), dtype=np.float64)
     x = np.random.default_rng(0).uniform(-1, 1, (4, 2, 3))
     y, _, tape = layer.forward(x)
     layer.backward(tape, np.ones_like(y))
@@ -219,3 +225,17 @@ def test_nan_propagates_per_row():
     y, h = layer(x)
     assert np.all(np.isfinite(y[:, [0, 2]])) and np.all(np.isfinite(y[:2, 1]))
     assert np.all(np.isnan(y[2:, 1]))
+
+
+@pytest.mark.parametrize("cell_id", ["lstm", "gru"])
+def test_inference_from_many_threads_equals_serial(cell_id):
+    from concurrent.futures import ThreadPoolExecutor
+    layer, _ = make_pair(cell_id, 8, 24, num_layers=2, bidirectional=True, dtype=np.float32)
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((20, 4, 8)).astype(np.float32) for _ in range(16)]
+    serial = [layer(x)[0] for x in xs]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(3):
+            got = list(pool.map(lambda x: layer(x)[0], xs))
+            for a, b in zip(got, serial):
+                np.testing.assert_array_equal(a, b)

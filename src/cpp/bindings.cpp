@@ -52,37 +52,65 @@ T* Ptr(const py::object& o, const char* name, const std::vector<int64_t>& shape,
 struct Common {
   CellSpec cell;
   Problem pb;
-  int D = 1, dir = 0, G = 1;
+  int D = 1, dir = 0, G = 1, maxd = 1;
   bool batch_first = false;
+  std::vector<int32_t> delays, periods;  // owned here, pointed to by cell
 };
 
-Common MakeCommon(int kind, bool peephole, bool reset_after, bool reverse, bool batch_first,
-                  int threads, const py::array& x, int hidden, int num_dirs, int dir) {
-  Common c;
-  if (kind < 0 || kind > 3) throw py::value_error("unknown cell kind " + std::to_string(kind));
-  c.cell.kind = static_cast<CellKind>(kind);
-  c.cell.peephole = peephole;
-  c.cell.reset_after = reset_after;
-  c.G = NumGates(c.cell);
-  if (x.ndim() != 3) throw py::value_error("x must be 3-D, got " + std::to_string(x.ndim()) + "-D");
+// spec = (kind, peephole, reset_after, reverse, batch_first, threads, num_dirs,
+//         dir, hidden, delays, periods, step0)
+void MakeCommon(const py::tuple& spec, const py::array& x, Common* c) {
+  if (spec.size() != 12) throw py::value_error("spec must have 12 entries");
+  const int kind = spec[0].cast<int>();
+  if (kind < 0 || kind > 6) throw py::value_error("unknown cell kind " + std::to_string(kind));
+  c->cell.kind = static_cast<CellKind>(kind);
+  c->cell.peephole = spec[1].cast<bool>();
+  c->cell.reset_after = spec[2].cast<bool>();
+  c->pb.reverse = spec[3].cast<bool>();
+  c->batch_first = spec[4].cast<bool>();
+  c->pb.threads = spec[5].cast<int>();
+  c->D = spec[6].cast<int>();
+  c->dir = spec[7].cast<int>();
+  const int hidden = spec[8].cast<int>();
+  c->delays = spec[9].cast<std::vector<int32_t>>();
+  c->periods = spec[10].cast<std::vector<int32_t>>();
+  c->cell.step0 = spec[11].cast<int64_t>();
+  c->G = NumGates(c->cell);
   if (hidden < 1) throw py::value_error("hidden_size must be >= 1");
-  if (num_dirs < 1 || num_dirs > 2 || dir < 0 || dir >= num_dirs)
-    throw py::value_error("bad direction index");
+  if (c->D < 1 || c->D > 2 || c->dir < 0 || c->dir >= c->D) throw py::value_error("bad direction index");
+  if (c->cell.kind == CellKind::kSkip) {
+    if (c->delays.empty()) throw py::value_error("delays must not be empty");
+    for (size_t i = 0; i < c->delays.size(); ++i) {
+      if (c->delays[i] < 1) throw py::value_error("delays must be >= 1");
+      for (size_t k = 0; k < i; ++k)
+        if (c->delays[k] == c->delays[i]) throw py::value_error("delays must be distinct");
+    }
+    c->cell.delays = c->delays.data();
+    c->cell.n_delays = static_cast<int>(c->delays.size());
+    c->maxd = MaxDelay(c->cell);
+  }
+  if (c->cell.kind == CellKind::kClockwork) {
+    if (c->periods.empty() || hidden % static_cast<int>(c->periods.size()) != 0)
+      throw py::value_error("periods must split hidden_size into equal groups");
+    for (size_t i = 0; i < c->periods.size(); ++i)
+      if (c->periods[i] < 1 || (i && c->periods[i] <= c->periods[i - 1]))
+        throw py::value_error("periods must be increasing and >= 1");
+    if (c->cell.step0 < 0) throw py::value_error("step must be >= 0");
+    c->cell.periods = c->periods.data();
+    c->cell.n_periods = static_cast<int>(c->periods.size());
+  }
+  if (x.ndim() != 3) throw py::value_error("x must be 3-D, got " + std::to_string(x.ndim()) + "-D");
   const int64_t d0 = x.shape(0), d1 = x.shape(1), I = x.shape(2);
-  c.pb.T = static_cast<int>(batch_first ? d1 : d0);
-  c.pb.B = static_cast<int>(batch_first ? d0 : d1);
-  c.pb.I = static_cast<int>(I);
-  c.pb.H = hidden;
-  if (c.pb.T < 1 || c.pb.B < 1 || c.pb.I < 1) throw py::value_error("x must have T, B, I >= 1");
-  const int64_t gh = static_cast<int64_t>(c.G) * hidden;
-  if (static_cast<int64_t>(c.pb.T) * c.pb.B * std::max<int64_t>(gh, I) > (int64_t(1) << 40))
+  const int64_t T = c->batch_first ? d1 : d0, B = c->batch_first ? d0 : d1;
+  if (T < 1 || B < 1 || I < 1) throw py::value_error("x must have T, B, I >= 1");
+  const int64_t gh = static_cast<int64_t>(c->G) * hidden;
+  const int64_t lim = int64_t(1) << 31;
+  if (T >= lim || B >= lim || I >= lim || T * B >= lim || gh >= lim || T * B * std::max(gh, I) >= (int64_t(1) << 40))
     throw py::value_error("problem too large");
-  c.pb.reverse = reverse;
-  c.pb.threads = threads;
-  c.D = num_dirs;
-  c.dir = dir;
-  c.batch_first = batch_first;
-  return c;
+  c->pb.T = static_cast<int>(T);
+  c->pb.B = static_cast<int>(B);
+  c->pb.I = static_cast<int>(I);
+  c->pb.H = hidden;
 }
 
 template <typename T>
@@ -100,6 +128,12 @@ std::vector<int64_t> SeqShape(const Common& c, int64_t width) {
                        : std::vector<int64_t>{c.pb.T, c.pb.B, width};
 }
 
+// The per-direction state shape: [B, H], or skip's history [maxd, B, H].
+std::vector<int64_t> StateShape(const Common& c) {
+  if (c.cell.kind == CellKind::kSkip) return {c.maxd, c.pb.B, c.pb.H};
+  return {c.pb.B, c.pb.H};
+}
+
 const int32_t* Lengths(const py::object& o, const Common& c) {
   const int32_t* p = Ptr<int32_t>(o, "lengths", {c.pb.B}, false);
   if (p)
@@ -110,107 +144,143 @@ const int32_t* Lengths(const py::object& o, const Common& c) {
   return p;
 }
 
+// Skip's per-delay [H, H] matrices from a list of arrays.
 template <typename T>
-Weights<T> GetWeights(const Common& c, const py::object& w_ih, const py::object& w_hh,
-                      const py::object& b_ih, const py::object& b_hh, const py::object& w_ch) {
-  const int64_t H = c.pb.H, GH = c.G * H;
-  Weights<T> w;
-  w.w_ih = Ptr<T>(w_ih, "weight_ih", {GH, c.pb.I}, false, false);
-  w.w_hh = Ptr<T>(w_hh, "weight_hh", {GH, H}, false, false);
-  w.b_ih = Ptr<T>(b_ih, "bias_ih", {GH}, false);
-  w.b_hh = Ptr<T>(b_hh, "bias_hh", {GH}, false);
-  if (c.cell.kind == CellKind::kLstm && c.cell.peephole)
-    w.w_ch = Ptr<T>(w_ch, "weight_ch", {3, H}, false, false);
-  return w;
+std::vector<T*> DelayMats(const py::object& o, const Common& c, const char* name, bool write) {
+  std::vector<T*> out;
+  if (c.cell.kind != CellKind::kSkip) return out;
+  if (!py::isinstance<py::list>(o) && !py::isinstance<py::tuple>(o))
+    throw py::type_error(std::string(name) + " must be a list of arrays");
+  py::sequence seq = py::reinterpret_borrow<py::sequence>(o);
+  if (static_cast<int>(seq.size()) != c.cell.n_delays)
+    throw py::value_error(std::string(name) + " must hold one matrix per delay");
+  for (size_t i = 0; i < seq.size(); ++i)
+    out.push_back(Ptr<T>(seq[i], name, {c.pb.H, c.pb.H}, write, false));
+  return out;
 }
 
 template <typename T>
-py::none Forward(int kind, bool peephole, bool reset_after, bool reverse, bool batch_first,
-                 int threads, int num_dirs, int dir, const py::array& x, const py::object& w_ih,
-                 const py::object& w_hh, const py::object& b_ih, const py::object& b_hh,
-                 const py::object& w_ch, const py::object& h0, const py::object& c0,
-                 const py::object& lengths, const py::object& y, const py::object& hn,
-                 const py::object& cn, const py::object& gates, const py::object& hprev,
-                 const py::object& tape_c, const py::object& extra) {
-  const int H = static_cast<int>(py::cast<int64_t>(w_hh.attr("shape").attr("__getitem__")(1)));
-  Common c = MakeCommon(kind, peephole, reset_after, reverse, batch_first, threads, x, H, num_dirs, dir);
-  const int64_t B = c.pb.B, GH = c.G * int64_t(H);
-  const bool lstm = c.cell.kind == CellKind::kLstm, gru = c.cell.kind == CellKind::kGru;
+Weights<T> GetWeights(const Common& c, const py::tuple& w, std::vector<T*>* wd) {
+  // w = (w_ih, w_hh or list of per-delay w_hh, b_ih, b_hh, w_ch, alpha)
+  if (w.size() != 6) throw py::value_error("weights must have 6 entries");
+  const int64_t H = c.pb.H, GH = c.G * H;
+  Weights<T> out;
+  out.w_ih = Ptr<T>(w[0], "weight_ih", {GH, c.pb.I}, false, false);
+  if (c.cell.kind == CellKind::kSkip) {
+    *wd = DelayMats<T>(w[1], c, "weight_hh_d", false);
+    out.w_hh_d = wd->data();
+  } else {
+    out.w_hh = Ptr<T>(w[1], "weight_hh", {GH, H}, false, false);
+  }
+  out.b_ih = Ptr<T>(w[2], "bias_ih", {GH}, false);
+  out.b_hh = Ptr<T>(w[3], "bias_hh", {GH}, false);
+  if (c.cell.kind == CellKind::kLstm && c.cell.peephole)
+    out.w_ch = Ptr<T>(w[4], "weight_ch", {3, H}, false, false);
+  if (c.cell.kind == CellKind::kLeaky) out.alpha = Ptr<T>(w[5], "alpha", {H}, false, false);
+  return out;
+}
+
+template <typename T>
+Grads<T> GetGrads(const Common& c, const Weights<T>& w, const py::tuple& g, std::vector<T*>* gd) {
+  if (g.size() != 6) throw py::value_error("grads must have 6 entries");
+  const int64_t H = c.pb.H, GH = c.G * H;
+  Grads<T> out;
+  out.w_ih = Ptr<T>(g[0], "grad weight_ih", {GH, c.pb.I}, true, false);
+  if (c.cell.kind == CellKind::kSkip) {
+    *gd = DelayMats<T>(g[1], c, "grad weight_hh_d", true);
+    out.w_hh_d = gd->data();
+  } else {
+    out.w_hh = Ptr<T>(g[1], "grad weight_hh", {GH, H}, true, false);
+  }
+  out.b_ih = w.b_ih ? Ptr<T>(g[2], "grad bias_ih", {GH}, true, false) : nullptr;
+  out.b_hh = w.b_hh ? Ptr<T>(g[3], "grad bias_hh", {GH}, true, false) : nullptr;
+  if (w.w_ch) out.w_ch = Ptr<T>(g[4], "grad weight_ch", {3, H}, true, false);
+  if (w.alpha) out.alpha = Ptr<T>(g[5], "grad alpha", {H}, true, false);
+  return out;
+}
+
+// tape = (gates, hprev, c, extra), or None for inference.
+template <typename T>
+Tape<T> GetTape(const Common& c, const py::object& o, bool write) {
+  Tape<T> t;
+  if (o.is_none()) return t;
+  const py::tuple tp = o.cast<py::tuple>();
+  if (tp.size() != 4) throw py::value_error("tape must have 4 entries");
+  const int64_t H = c.pb.H;
+  t.gates = Ptr<T>(tp[0], "tape gates", SeqShape(c, c.G * H), write, false);
+  std::vector<int64_t> hs = SeqShape(c, H);
+  if (c.cell.kind == CellKind::kSkip) hs.insert(hs.begin(), c.cell.n_delays);
+  t.hprev = Ptr<T>(tp[1], "tape hprev", hs, write, false);
+  if (c.cell.kind == CellKind::kLstm) t.c = Ptr<T>(tp[2], "tape c", SeqShape(c, H), write, false);
+  if (c.cell.kind == CellKind::kGru) t.extra = Ptr<T>(tp[3], "tape extra", SeqShape(c, H), write, false);
+  return t;
+}
+
+// forward(spec, x, weights, h0, c0, lengths, y, hn, cn, tape)
+template <typename T>
+void Forward(const py::tuple& spec, const py::array& x, const py::tuple& weights,
+             const py::object& h0, const py::object& c0, const py::object& lengths,
+             const py::object& y, const py::object& hn, const py::object& cn,
+             const py::object& tape) {
+  Common c;
+  MakeCommon(spec, x, &c);
+  const int64_t H = c.pb.H;
+  const bool lstm = c.cell.kind == CellKind::kLstm;
+  std::vector<T*> wd;
   FwdArgs<T> a;
   a.pb = c.pb;
   a.cell = c.cell;
-  a.w = GetWeights<T>(c, w_ih, w_hh, b_ih, b_hh, w_ch);
+  a.w = GetWeights<T>(c, weights, &wd);
   a.x = SeqOf<const T>(Ptr<T>(x, "x", SeqShape(c, c.pb.I), false, false), c.pb.I, c);
-  a.h0 = Ptr<T>(h0, "h0", {B, H}, false);
-  a.c0 = lstm ? Ptr<T>(c0, "c0", {B, H}, false) : nullptr;
+  a.h0 = Ptr<T>(h0, "h0", StateShape(c), false);
+  a.c0 = lstm ? Ptr<T>(c0, "c0", StateShape(c), false) : nullptr;
   a.pb.lengths = Lengths(lengths, c);
-  a.y = SeqOf<T>(Ptr<T>(y, "y", SeqShape(c, int64_t(c.D) * H), true, false) + int64_t(dir) * H,
+  a.y = SeqOf<T>(Ptr<T>(y, "y", SeqShape(c, int64_t(c.D) * H), true, false) + int64_t(c.dir) * H,
                  int64_t(c.D) * H, c);
-  a.hn = Ptr<T>(hn, "hn", {B, H}, true);
-  a.cn = lstm ? Ptr<T>(cn, "cn", {B, H}, true) : nullptr;
-  if (!gates.is_none()) {
-    a.tape.gates = Ptr<T>(gates, "tape gates", SeqShape(c, GH), true, false);
-    a.tape.hprev = Ptr<T>(hprev, "tape hprev", SeqShape(c, H), true, false);
-    if (lstm) a.tape.c = Ptr<T>(tape_c, "tape c", SeqShape(c, H), true, false);
-    if (gru) a.tape.extra = Ptr<T>(extra, "tape extra", SeqShape(c, H), true, false);
-  }
+  a.hn = Ptr<T>(hn, "hn", StateShape(c), true);
+  a.cn = lstm ? Ptr<T>(cn, "cn", StateShape(c), true) : nullptr;
+  a.tape = GetTape<T>(c, tape, true);
   const KernelTable& k = Kernels();
-  {
-    py::gil_scoped_release release;
-    if constexpr (std::is_same<T, float>::value) k.fwd_f32(a); else k.fwd_f64(a);
-  }
-  return py::none();
+  py::gil_scoped_release release;
+  if constexpr (std::is_same<T, float>::value) k.fwd_f32(a); else k.fwd_f64(a);
 }
 
+// backward(spec, x, weights, h0, c0, lengths, tape, dy, dhn, dcn, dx, dx_accumulate,
+//          dh0, dc0, grads)
 template <typename T>
-py::none Backward(int kind, bool peephole, bool reset_after, bool reverse, bool batch_first,
-                  int threads, int num_dirs, int dir, const py::array& x, const py::object& w_ih,
-                  const py::object& w_hh, const py::object& b_ih, const py::object& b_hh,
-                  const py::object& w_ch, const py::object& h0, const py::object& c0,
-                  const py::object& lengths, const py::object& gates, const py::object& hprev,
-                  const py::object& tape_c, const py::object& extra, const py::object& dy,
-                  const py::object& dhn, const py::object& dcn, const py::object& dx,
-                  bool dx_accumulate, const py::object& dh0, const py::object& dc0,
-                  const py::object& g_w_ih, const py::object& g_w_hh, const py::object& g_b_ih,
-                  const py::object& g_b_hh, const py::object& g_w_ch) {
-  const int H = static_cast<int>(py::cast<int64_t>(w_hh.attr("shape").attr("__getitem__")(1)));
-  Common c = MakeCommon(kind, peephole, reset_after, reverse, batch_first, threads, x, H, num_dirs, dir);
-  const int64_t B = c.pb.B, GH = c.G * int64_t(H), I = c.pb.I;
-  const bool lstm = c.cell.kind == CellKind::kLstm, gru = c.cell.kind == CellKind::kGru;
+void Backward(const py::tuple& spec, const py::array& x, const py::tuple& weights,
+              const py::object& h0, const py::object& c0, const py::object& lengths,
+              const py::object& tape, const py::object& dy, const py::object& dhn,
+              const py::object& dcn, const py::object& dx, bool dx_accumulate,
+              const py::object& dh0, const py::object& dc0, const py::tuple& grads) {
+  Common c;
+  MakeCommon(spec, x, &c);
+  const int64_t H = c.pb.H, I = c.pb.I;
+  const bool lstm = c.cell.kind == CellKind::kLstm;
+  std::vector<T*> wd, gd;
   BwdArgs<T> a;
   a.pb = c.pb;
   a.cell = c.cell;
-  a.w = GetWeights<T>(c, w_ih, w_hh, b_ih, b_hh, w_ch);
+  a.w = GetWeights<T>(c, weights, &wd);
   a.x = SeqOf<const T>(Ptr<T>(x, "x", SeqShape(c, I), false, false), I, c);
-  a.h0 = Ptr<T>(h0, "h0", {B, H}, false);
-  a.c0 = lstm ? Ptr<T>(c0, "c0", {B, H}, false) : nullptr;
+  a.h0 = Ptr<T>(h0, "h0", StateShape(c), false);
+  a.c0 = lstm ? Ptr<T>(c0, "c0", StateShape(c), false) : nullptr;
   a.pb.lengths = Lengths(lengths, c);
-  a.tape.gates = Ptr<T>(gates, "tape gates", SeqShape(c, GH), false, false);
-  a.tape.hprev = Ptr<T>(hprev, "tape hprev", SeqShape(c, H), false, false);
-  if (lstm) a.tape.c = Ptr<T>(tape_c, "tape c", SeqShape(c, H), false, false);
-  if (gru) a.tape.extra = Ptr<T>(extra, "tape extra", SeqShape(c, H), false, false);
-  a.dy = SeqOf<const T>(Ptr<T>(dy, "dy", SeqShape(c, int64_t(c.D) * H), false, false) + int64_t(dir) * H,
+  if (tape.is_none()) throw py::value_error("tape is required");
+  a.tape = GetTape<T>(c, tape, false);
+  a.dy = SeqOf<const T>(Ptr<T>(dy, "dy", SeqShape(c, int64_t(c.D) * H), false, false) + int64_t(c.dir) * H,
                         int64_t(c.D) * H, c);
-  a.dhn = Ptr<T>(dhn, "dhn", {B, H}, false);
-  a.dcn = lstm ? Ptr<T>(dcn, "dcn", {B, H}, false) : nullptr;
-  T* dxp = Ptr<T>(dx, "dx", SeqShape(c, I), true);
-  a.dx = SeqOf<T>(dxp, I, c);
+  a.dhn = Ptr<T>(dhn, "dhn", StateShape(c), false);
+  a.dcn = lstm ? Ptr<T>(dcn, "dcn", StateShape(c), false) : nullptr;
+  a.dx = SeqOf<T>(Ptr<T>(dx, "dx", SeqShape(c, I), true), I, c);
   a.dx_accumulate = dx_accumulate;
-  a.dh0 = Ptr<T>(dh0, "dh0", {B, H}, true);
-  a.dc0 = lstm ? Ptr<T>(dc0, "dc0", {B, H}, true) : nullptr;
-  a.g.w_ih = Ptr<T>(g_w_ih, "grad weight_ih", {GH, I}, true, false);
-  a.g.w_hh = Ptr<T>(g_w_hh, "grad weight_hh", {GH, int64_t(H)}, true, false);
-  a.g.b_ih = Ptr<T>(g_b_ih, "grad bias_ih", {GH}, true);
-  a.g.b_hh = Ptr<T>(g_b_hh, "grad bias_hh", {GH}, true);
-  if (a.w.w_ch) a.g.w_ch = Ptr<T>(g_w_ch, "grad weight_ch", {3, int64_t(H)}, true, false);
+  a.dh0 = Ptr<T>(dh0, "dh0", StateShape(c), true);
+  a.dc0 = lstm ? Ptr<T>(dc0, "dc0", StateShape(c), true) : nullptr;
+  a.g = GetGrads<T>(c, a.w, grads, &gd);
   const KernelTable& k = Kernels();
-  {
-    py::gil_scoped_release release;
-    if constexpr (std::is_same<T, float>::value) k.bwd_f32(a); else k.bwd_f64(a);
-  }
-  return py::none();
+  py::gil_scoped_release release;
+  if constexpr (std::is_same<T, float>::value) k.bwd_f32(a); else k.bwd_f64(a);
 }
-
 
 }  // namespace
 

@@ -9,13 +9,23 @@
 
 namespace rnncore {
 
-enum class CellKind : int { kLstm = 0, kGru = 1, kRnnTanh = 2, kRnnRelu = 3 };
+enum class CellKind : int {
+  kLstm = 0, kGru = 1, kRnnTanh = 2, kRnnRelu = 3, kLeaky = 4, kSkip = 5, kClockwork = 6
+};
 
 struct CellSpec {
   CellKind kind = CellKind::kLstm;
-  bool peephole = false;     // lstm: weight_ch
-  bool reset_after = true;   // gru: r*(W_hn h + b_hn) (true) or W_hn (r*h) (false)
+  bool peephole = false;            // lstm: weight_ch
+  bool reset_after = true;          // gru: r*(W_hn h + b_hn) (true) or W_hn (r*h) (false)
+  const int32_t* delays = nullptr;  // skip: distinct delays >= 1, one W_hh each
+  int n_delays = 0;
+  const int32_t* periods = nullptr; // clockwork: increasing periods of equal unit groups
+  int n_periods = 0;
+  int64_t step0 = 0;                // clockwork: steps seen before this call
 };
+
+// Skip: the state is the last MaxDelay hidden vectors.
+int MaxDelay(const CellSpec& cell);
 
 // Gates per hidden unit in W_ih / W_hh.
 int NumGates(const CellSpec& cell);
@@ -43,6 +53,8 @@ struct Weights {
   const T* b_ih = nullptr;  // [G*H] or null (bias=False)
   const T* b_hh = nullptr;  // [G*H] or null
   const T* w_ch = nullptr;  // [3, H] lstm peepholes (w_i, w_f, w_o) or null
+  const T* alpha = nullptr; // [H] leaky: h_t = alpha*h_{t-1} + (1-alpha)*tanh(.)
+  const T* const* w_hh_d = nullptr;  // skip: n_delays pointers to [H, H] (w_hh unused)
 };
 
 template <typename T>
@@ -52,13 +64,16 @@ struct Grads {              // accumulated into (+=)
   T* b_ih = nullptr;
   T* b_hh = nullptr;
   T* w_ch = nullptr;
+  T* alpha = nullptr;
+  T* const* w_hh_d = nullptr;
 };
 
 // What BPTT needs of a forward pass. Rows are in the input's row order.
 template <typename T>
 struct Tape {
   T* gates = nullptr;  // [N, G*H] gate activations
-  T* hprev = nullptr;  // [N, H] the state each row saw before its step (0 past its length)
+  T* hprev = nullptr;  // [N, H] the state each row saw before its step (0 past its length);
+                       // skip: [n_delays, N, H], h_{t-d} for each delay
   T* c = nullptr;      // [N, H] lstm: cell state after the step
   T* extra = nullptr;  // [N, H] gru: W_hn h + b_hn (reset_after) or r*h (not)
 };
@@ -69,10 +84,10 @@ struct FwdArgs {
   CellSpec cell;
   Weights<T> w;
   Seq<const T> x;            // [N, I]
-  const T* h0 = nullptr;     // [B, H]
+  const T* h0 = nullptr;     // [B, H]; skip: [maxd, B, H] history, newest last
   const T* c0 = nullptr;     // [B, H] lstm
   Seq<T> y;                  // [N, H] slice of the output (ld = D*H)
-  T* hn = nullptr;           // [B, H] state after each row's last valid step
+  T* hn = nullptr;           // [B, H] state after each row's last valid step; skip [maxd, B, H]
   T* cn = nullptr;           // [B, H] lstm
   Tape<T> tape;              // all null for inference
 };
@@ -87,11 +102,11 @@ struct BwdArgs {
   const T* c0 = nullptr;     // [B, H] lstm
   Tape<T> tape;              // as filled by the forward pass; read only
   Seq<const T> dy;           // [N, H] gradient of the output slice
-  const T* dhn = nullptr;    // [B, H] gradient of the final state, or null
+  const T* dhn = nullptr;    // [B, H] gradient of the final state, or null; skip [maxd, B, H]
   const T* dcn = nullptr;    // [B, H] lstm, or null
   Seq<T> dx;                 // [N, I]
   bool dx_accumulate = false;  // add into dx (second direction) instead of overwriting
-  T* dh0 = nullptr;          // [B, H]
+  T* dh0 = nullptr;          // [B, H]; skip [maxd, B, H]
   T* dc0 = nullptr;          // [B, H] lstm
   Grads<T> g;
 };

@@ -66,11 +66,13 @@ void PackBwd(const T* w, int H, int m0, int M, T* out) {
 
 // acc[r][g] = sum_k rows[r][k] * wp[k][g][:]: R batch rows times G gate vectors
 // of one unit block, in registers.
-template <typename T, int G, int R>
+// With kAdd the products are added to acc instead.
+template <typename T, int G, int R, bool kAdd = false>
 inline void Prod(const T* const* rows, int K, const T* wp, Vec<T> (&acc)[R][G]) {
   constexpr int W = Vec<T>::kW;
-  for (int r = 0; r < R; ++r)
-    for (int g = 0; g < G; ++g) acc[r][g] = Zero<T>();
+  if (!kAdd)
+    for (int r = 0; r < R; ++r)
+      for (int g = 0; g < G; ++g) acc[r][g] = Zero<T>();
   for (int k = 0; k < K; ++k) {
     Vec<T> w[G];
     for (int g = 0; g < G; ++g) w[g] = Load(wp + (static_cast<int64_t>(k) * G + g) * W);
@@ -131,6 +133,11 @@ struct FwdCtx {
   T* hb[2];                // [B, H] h_{t-1} / h_t by step parity
   T* cb;                   // [B, H] lstm cell state
   T* rhb;                  // [B, H] gru v1: r * h_{t-1}
+  int nblk;                // unit blocks
+  T* ring;                 // skip: ring_slots x [B, H] past states
+  int ring_slots;
+  int64_t hprev_stride;    // skip: elements between the delays' hprev tapes
+  int gs;                  // clockwork: units per group
 };
 
 template <typename T>
@@ -147,6 +154,9 @@ struct BwdCtx {
   T* dh;                   // [B, H] carried dh not yet through W_hh
   T* dc;                   // [B, H] lstm carried dc
   T* dwch;                 // [3, H] lstm peephole gradient
+  T* dalpha;               // [H] leaky alpha gradient
+  int nblk;
+  int gs;                  // clockwork: units per group
 };
 
 // Row pointer into the gate gradients of step s for the backward product,
@@ -161,6 +171,9 @@ inline const T* DgRow(const BwdCtx<T>& c, int s, int b, int64_t col) {
 #include "rnncore/cells/rnn.hpp"
 #include "rnncore/cells/lstm.hpp"
 #include "rnncore/cells/gru.hpp"
+#include "rnncore/cells/leaky.hpp"
+#include "rnncore/cells/skip.hpp"
+#include "rnncore/cells/clockwork.hpp"
 
 template <typename T>
 void FinishDh0(BwdCtx<T>& c, int b0, int b1, int K) {
@@ -196,13 +209,17 @@ template <typename T>
 void Forward(const FwdArgs<T>& a) {
   constexpr int W = Vec<T>::kW;
   const Problem& pb = a.pb;
+  const CellKind kind = a.cell.kind;
   const int H = pb.H, B = pb.B, I = pb.I, Tn = pb.T;
   const int G = NumGates(a.cell);
   const int64_t GH = static_cast<int64_t>(G) * H, N = static_cast<int64_t>(Tn) * B;
+  const int64_t BH = static_cast<int64_t>(B) * H;
   const bool train = a.tape.gates != nullptr;
-  const bool gru = a.cell.kind == CellKind::kGru;
+  const bool gru = kind == CellKind::kGru;
   const bool gru_v1 = gru && !a.cell.reset_after;
+  const bool skip = kind == CellKind::kSkip;
   const int nblk = (H + W - 1) / W;
+  const int64_t pblock = static_cast<int64_t>(nblk) * H * W;  // one packed [H, H]
 
   Buffer<T> gbuf, bias, pack, pack2, state, rh;
   FwdCtx<T> c{};
@@ -210,10 +227,13 @@ void Forward(const FwdArgs<T>& a) {
   c.H = H;
   c.B = B;
   c.GH = GH;
+  c.nblk = nblk;
   c.gates = TapeSeq<T>(train ? a.tape.gates : gbuf.Alloc(N * GH), GH, a.x);
   c.hprev = TapeSeq<T>(a.tape.hprev, H, a.x);
+  c.hprev_stride = N * H;
   c.c = TapeSeq<T>(a.tape.c, H, a.x);
   c.extra = TapeSeq<T>(a.tape.extra, H, a.x);
+  if (kind == CellKind::kClockwork) c.gs = H / a.cell.n_periods;
 
   // Biases: b_hh folds into the input side except gru's b_hn under reset_after.
   T* bx = bias.Alloc(2 * GH, true);
@@ -230,37 +250,52 @@ void Forward(const FwdArgs<T>& a) {
   Gemm<T>(false, true, static_cast<int>(N), static_cast<int>(GH), I, T(1), a.x.p,
           static_cast<int>(a.x.ld), a.w.w_ih, I, T(0), c.gates.p, static_cast<int>(GH));
 
-  // 2. W_hh repacked once for this call.
+  // 2. The recurrent weights repacked once for this call.
   if (gru_v1) {
-    c.wp = pack.Alloc(static_cast<int64_t>(nblk) * H * 2 * W);
+    c.wp = pack.Alloc(2 * pblock);
     PackFwd(a.w.w_hh, H, H, 0, 2, pack.get());
-    c.wp2 = pack2.Alloc(static_cast<int64_t>(nblk) * H * W);
+    c.wp2 = pack2.Alloc(pblock);
     PackFwd(a.w.w_hh, H, H, 2, 1, pack2.get());
-    c.rhb = rh.Alloc(static_cast<int64_t>(B) * H, true);
+    c.rhb = rh.Alloc(BH, true);
+  } else if (skip) {
+    T* p = pack.Alloc(a.cell.n_delays * pblock);
+    for (int q = 0; q < a.cell.n_delays; ++q) PackFwd(a.w.w_hh_d[q], H, H, 0, 1, p + q * pblock);
+    c.wp = p;
   } else {
-    c.wp = pack.Alloc(static_cast<int64_t>(nblk) * H * G * W);
+    c.wp = pack.Alloc(G * pblock);
     PackFwd(a.w.w_hh, H, H, 0, G, pack.get());
+    if (kind == CellKind::kClockwork) ClockMaskPackedFwd(pack.get(), H, c.gs);
   }
 
   // Rows past their length: y is 0 there and the tape holds zeros.
   if (pb.lengths) {
+    const int tapes = skip ? a.cell.n_delays : 1;
     for (int b = 0; b < B; ++b)
       for (int t = pb.lengths[b]; t < Tn; ++t) {
         ZeroRow(a.y.Row(t, b), H);
-        if (train) ZeroRow(c.hprev.Row(t, b), H);
+        for (int q = 0; train && q < tapes; ++q) ZeroRow(c.hprev.Row(t, b) + q * c.hprev_stride, H);
         if (train && c.extra.p) ZeroRow(c.extra.Row(t, b), H);
       }
   }
 
-  const int64_t BH = static_cast<int64_t>(B) * H;
-  T* st = state.Alloc(3 * BH);
-  c.hb[0] = st;
-  c.hb[1] = st + BH;
-  c.cb = st + 2 * BH;
-  if (a.h0) std::memcpy(c.hb[0], a.h0, sizeof(T) * BH); else ZeroRow(c.hb[0], BH);
-  if (a.c0) std::memcpy(c.cb, a.c0, sizeof(T) * BH); else ZeroRow(c.cb, BH);
+  // Working state: h by step parity and c, or skip's ring of past states.
+  const int maxd = skip ? MaxDelay(a.cell) : 1;
+  if (skip) {
+    c.ring_slots = maxd + 1;
+    c.ring = state.Alloc(c.ring_slots * BH, true);
+    if (a.h0)
+      for (int i = 0; i < maxd; ++i)
+        std::memcpy(RingSlot(c.ring, c.ring_slots, BH, i - maxd), a.h0 + i * BH, sizeof(T) * BH);
+  } else {
+    T* st = state.Alloc(3 * BH);
+    c.hb[0] = st;
+    c.hb[1] = st + BH;
+    c.cb = st + 2 * BH;
+    if (a.h0) std::memcpy(c.hb[0], a.h0, sizeof(T) * BH); else ZeroRow(c.hb[0], BH);
+    if (a.c0) std::memcpy(c.cb, a.c0, sizeof(T) * BH); else ZeroRow(c.cb, BH);
+  }
 
-  const int64_t work = static_cast<int64_t>(B) * GH * H;
+  const int64_t work = BH * (skip ? a.cell.n_delays * H : GH);
   const int nt = ChooseTeam(pb.threads, nblk, work);
   RunTeam(nt, [&](int tid, int nteam) {
     int b0, b1;
@@ -268,7 +303,7 @@ void Forward(const FwdArgs<T>& a) {
     for (int s = 0; s < Tn; ++s) {
       const T* hp = c.hb[s & 1];
       T* hc = c.hb[(s + 1) & 1];
-      switch (a.cell.kind) {
+      switch (kind) {
         case CellKind::kLstm: LstmFwdStep(c, s, b0, b1, hp, hc); break;
         case CellKind::kGru:
           if (gru_v1) {
@@ -281,11 +316,18 @@ void Forward(const FwdArgs<T>& a) {
           break;
         case CellKind::kRnnTanh: RnnFwdStep<T, false>(c, s, b0, b1, hp, hc); break;
         case CellKind::kRnnRelu: RnnFwdStep<T, true>(c, s, b0, b1, hp, hc); break;
+        case CellKind::kLeaky: LeakyFwdStep(c, s, b0, b1, hp, hc); break;
+        case CellKind::kSkip: SkipFwdStep(c, s, b0, b1); break;
+        case CellKind::kClockwork: ClockFwdStep(c, s, b0, b1, hp, hc); break;
       }
       Barrier(nteam);
     }
   });
 
+  if (skip) {
+    if (a.hn) SkipFinalState(a, maxd);
+    return;
+  }
   if (a.hn) std::memcpy(a.hn, c.hb[Tn & 1], sizeof(T) * BH);
   if (a.cn) std::memcpy(a.cn, c.cb, sizeof(T) * BH);
 }
@@ -303,14 +345,18 @@ template <typename T>
 void Backward(const BwdArgs<T>& a) {
   constexpr int W = Vec<T>::kW;
   const Problem& pb = a.pb;
+  const CellKind kind = a.cell.kind;
   const int H = pb.H, B = pb.B, I = pb.I, Tn = pb.T;
   const int G = NumGates(a.cell);
   const int64_t GH = static_cast<int64_t>(G) * H, N = static_cast<int64_t>(Tn) * B;
-  const bool gru = a.cell.kind == CellKind::kGru;
+  const bool gru = kind == CellKind::kGru;
   const bool gru_v1 = gru && !a.cell.reset_after;
   const bool gru_ra = gru && a.cell.reset_after;
+  const bool skip = kind == CellKind::kSkip;
+  const bool clock = kind == CellKind::kClockwork;
   const int nblk = (H + W - 1) / W;
   const int64_t BH = static_cast<int64_t>(B) * H;
+  const int64_t pblock = static_cast<int64_t>(nblk) * H * W;
 
   Buffer<T> dgbuf, dnbuf, pack, pack2, state;
   BwdCtx<T> c{};
@@ -318,6 +364,8 @@ void Backward(const BwdArgs<T>& a) {
   c.H = H;
   c.B = B;
   c.GH = GH;
+  c.nblk = nblk;
+  if (clock) c.gs = H / a.cell.n_periods;
   c.gates = TapeSeq<const T>(a.tape.gates, GH, a.x);
   c.hprev = TapeSeq<const T>(a.tape.hprev, H, a.x);
   c.c = TapeSeq<const T>(a.tape.c, H, a.x);
@@ -328,30 +376,36 @@ void Backward(const BwdArgs<T>& a) {
   if (gru_ra) c.dnx = TapeSeq<T>(dnbuf.Alloc(N * H, zero_fill), H, a.x);
 
   if (gru_v1) {
-    c.wpb = pack.Alloc(static_cast<int64_t>(nblk) * 2 * H * W);
+    c.wpb = pack.Alloc(2 * pblock);
     PackBwd(a.w.w_hh, H, 0, 2 * H, pack.get());
-    c.wpb2 = pack2.Alloc(static_cast<int64_t>(nblk) * H * W);
+    c.wpb2 = pack2.Alloc(pblock);
     PackBwd(a.w.w_hh, H, 2 * H, H, pack2.get());
+  } else if (skip) {
+    T* p = pack.Alloc(a.cell.n_delays * pblock);
+    for (int q = 0; q < a.cell.n_delays; ++q) PackBwd(a.w.w_hh_d[q], H, 0, H, p + q * pblock);
+    c.wpb = p;
   } else {
-    c.wpb = pack.Alloc(static_cast<int64_t>(nblk) * GH * W);
+    c.wpb = pack.Alloc(G * pblock);
     PackBwd(a.w.w_hh, H, 0, static_cast<int>(GH), pack.get());
+    if (clock) ClockMaskPackedBwd(pack.get(), H, c.gs);
   }
 
-  T* st = state.Alloc(2 * BH + GH + 3 * static_cast<int64_t>(H), true);
+  T* st = state.Alloc(2 * BH + GH + 4 * static_cast<int64_t>(H), true);
   c.dh = st;
   c.dc = st + BH;
   c.zero = st + 2 * BH;
   c.dwch = st + 2 * BH + GH;
-  if (a.dhn) std::memcpy(c.dh, a.dhn, sizeof(T) * BH);
+  c.dalpha = c.dwch + 3 * H;
+  if (a.dhn && !skip) std::memcpy(c.dh, a.dhn, sizeof(T) * BH);
   if (a.dcn) std::memcpy(c.dc, a.dcn, sizeof(T) * BH);
 
-  const int64_t work = static_cast<int64_t>(B) * GH * H;
+  const int64_t work = BH * (skip ? a.cell.n_delays * H : GH);
   const int nt = ChooseTeam(pb.threads, nblk, work);
   RunTeam(nt, [&](int tid, int nteam) {
     int b0, b1;
     OwnBlocks(nblk, tid, nteam, &b0, &b1);
     for (int s = Tn - 1; s >= 0; --s) {
-      switch (a.cell.kind) {
+      switch (kind) {
         case CellKind::kLstm: LstmBwdStep(c, s, b0, b1); break;
         case CellKind::kGru:
           if (gru_v1) {
@@ -364,14 +418,18 @@ void Backward(const BwdArgs<T>& a) {
           break;
         case CellKind::kRnnTanh: RnnBwdStep<T, false>(c, s, b0, b1); break;
         case CellKind::kRnnRelu: RnnBwdStep<T, true>(c, s, b0, b1); break;
+        case CellKind::kLeaky: LeakyBwdStep(c, s, b0, b1); break;
+        case CellKind::kSkip: SkipBwdStep(c, s, b0, b1); break;
+        case CellKind::kClockwork: ClockBwdStep(c, s, b0, b1); break;
       }
       Barrier(nteam);
     }
-    // dh_0 = carried part + W_hh^T dG of the first step
-    const int K = gru_v1 ? 2 * H : static_cast<int>(GH);
-    FinishDh0(c, b0, b1, K);
+    // the gradient of the initial state
+    if (skip) SkipFinishDh0(c, b0, b1);
+    else if (clock) ClockFinishDh0(c, b0, b1);
+    else FinishDh0(c, b0, b1, gru_v1 ? 2 * H : static_cast<int>(GH));
   });
-  if (a.dh0) std::memcpy(a.dh0, c.dh, sizeof(T) * BH);
+  if (a.dh0 && !skip) std::memcpy(a.dh0, c.dh, sizeof(T) * BH);
   if (a.dc0) std::memcpy(a.dc0, c.dc, sizeof(T) * BH);
 
   // Weight gradients, dx and biases as large products over all N rows.
@@ -401,13 +459,22 @@ void Backward(const BwdArgs<T>& a) {
       Gemm<T>(true, false, 2 * H, H, n, T(1), c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H);
       Gemm<T>(true, false, H, H, n, T(1), c.dg.p + 2 * H, gh, a.tape.extra, H, T(1),
               a.g.w_hh + static_cast<int64_t>(2 * H) * H, H);
+    } else if (skip) {
+      for (int q = 0; q < a.cell.n_delays; ++q)
+        Gemm<T>(true, false, H, H, n, T(1), c.dg.p, gh, a.tape.hprev + q * N * H, H, T(1), a.g.w_hh_d[q], H);
     } else {
       Gemm<T>(true, false, gh, H, n, T(1), c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H);
     }
     if (a.g.b_ih) ColSums(c.dg.p, N, GH, GH, a.g.b_ih);
     if (a.g.b_hh) ColSums(c.dg.p, N, GH, GH, a.g.b_hh);
   }
+  if (clock)  // the disallowed blocks get no gradient, so they stay zero
+    for (int j = 0; j < H; ++j)
+      for (int k = 0; k < H; ++k)
+        if (k / c.gs < j / c.gs) a.g.w_hh[static_cast<int64_t>(j) * H + k] = T(0);
   if (a.g.w_ch)
     for (int64_t m = 0; m < 3 * static_cast<int64_t>(H); ++m) a.g.w_ch[m] += c.dwch[m];
+  if (a.g.alpha)
+    for (int j = 0; j < H; ++j) a.g.alpha[j] += c.dalpha[j];
 }
 

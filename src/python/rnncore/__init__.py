@@ -13,10 +13,10 @@ except ImportError as e:  # pragma: no cover - shown only on a broken install
 
 from .runtime import (available_isas, get_isa, get_num_threads, runtime_info,
                       set_num_threads, show_runtime)
-from .layers import GRU, LSTM, RNN
+from .layers import GRU, LSTM, RNN, ClockworkRNN, LeakyRNN, SkipRNN
 
 __all__ = [
-    "LSTM", "GRU", "RNN",
+    "LSTM", "GRU", "RNN", "LeakyRNN", "SkipRNN", "ClockworkRNN",
     "set_num_threads", "get_num_threads", "show_runtime", "runtime_info",
     "available_isas", "get_isa", "__version__",
 ]

@@ -13,9 +13,9 @@ from ._checks import (as_lengths, as_real_array, check_dtype, check_int, check_s
                       shape_str)
 from .runtime import get_num_threads
 
-__all__ = ["LSTM", "GRU", "RNN", "Tape"]
+__all__ = ["LSTM", "GRU", "RNN", "LeakyRNN", "SkipRNN", "ClockworkRNN", "Tape"]
 
-_KIND = {"lstm": 0, "gru": 1, "rnn_tanh": 2, "rnn_relu": 3}
+_KIND = {"lstm": 0, "gru": 1, "rnn_tanh": 2, "rnn_relu": 3, "leaky": 4, "skip": 5, "clockwork": 6}
 
 
 class Tape:
@@ -25,7 +25,8 @@ class Tape:
     and states, and the dropout masks; dropping it frees the workspace.
     """
 
-    __slots__ = ("layer", "inputs", "records", "lengths", "h0", "c0", "masks", "shape", "dtype")
+    __slots__ = ("layer", "inputs", "records", "lengths", "h0", "c0", "step0", "masks", "shape",
+                 "dtype")
 
     def __init__(self, layer, shape, dtype):
         self.layer = layer
@@ -37,6 +38,7 @@ class Tape:
         self.lengths = None
         self.h0 = None
         self.c0 = None
+        self.step0 = 0
 
 
 class _Recurrent:
@@ -129,16 +131,38 @@ class _Recurrent:
         """(kind, peephole, reset_after) for the kernels."""
         raise NotImplementedError
 
+    _delays: tuple = ()
+    _periods: tuple = ()
+
+    @staticmethod
+    def _wtuple(w: dict) -> tuple:
+        """The kernels' weights: (w_ih, w_hh or per-delay list, b_ih, b_hh, w_ch, alpha)."""
+        return (w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), w.get("w_ch"), w.get("alpha"))
+
+    def frozen_params(self) -> set:
+        """Names of parameters optimizers must leave unchanged."""
+        return set()
+
+    def project_params(self) -> None:
+        """Put parameters back in their domain after an update (no-op here)."""
+
     # -- states -----------------------------------------------------------
+    _has_cell = False
+
     def _state_shape(self, B: int) -> tuple:
         return (self.num_layers * self.num_directions, B, self.hidden_size)
 
+    def _state_letters(self) -> tuple:
+        return ("L*D", "B", "H")
+
+    def _state_doc(self, B: int) -> str:
+        return f"an array {shape_str(self._state_shape(B))}"
+
     def _check_state(self, state, B: int, name: str = "state"):
-        """state -> (h0, c0) arrays of (L*D, B, H) or None."""
-        shape = self._state_shape(B)
-        letters = ("L*D", "B", "H")
+        """state -> (h0, c0, step): arrays of _state_shape(B) or None, and an int."""
         if state is None:
-            return None, None
+            return None, None, 0
+        shape, letters = self._state_shape(B), self._state_letters()
         if self._has_cell:
             if not isinstance(state, (tuple, list)) or len(state) != 2:
                 raise TypeError(f"{name} must be a tuple (h, c) of arrays {shape_str(shape)}, "
@@ -147,16 +171,14 @@ class _Recurrent:
             c = as_real_array(f"{name}[1] (c)", state[1], self.dtype)
             check_shape(f"{name}[0] (h)", h, shape, letters)
             check_shape(f"{name}[1] (c)", c, shape, letters)
-            return h, c
+            return h, c, 0
         if isinstance(state, (tuple, list)):
-            raise TypeError(f"{name} must be an array {shape_str(shape)}, got {type(state).__name__}")
+            raise TypeError(f"{name} must be {self._state_doc(B)}, got {type(state).__name__}")
         h = as_real_array(name, state, self.dtype)
         check_shape(name, h, shape, letters)
-        return h, None
+        return h, None, 0
 
-    _has_cell = False
-
-    def _pack_state(self, h, c):
+    def _pack_state(self, h, c, step):
         return (h, c) if self._has_cell else h
 
     # -- input ------------------------------------------------------------
@@ -206,19 +228,34 @@ class _Recurrent:
         """
         return self._run(x, state, lengths, train=True)
 
+    def _spec(self, d: int, threads: int, step0: int) -> tuple:
+        kind, peephole, reset_after = self._cell_args()
+        return (kind, peephole, reset_after, d == 1, self.batch_first, threads,
+                self.num_directions, d, self.hidden_size, list(self._delays),
+                list(self._periods), step0)
+
+    def _tape_arrays(self, T, B) -> tuple:
+        H, G = self.hidden_size, self._gates
+        kind = self._cell_args()[0]
+        hshape = self._seq_shape(T, B, H)
+        if self._delays:
+            hshape = (len(self._delays),) + hshape
+        return (np.empty(self._seq_shape(T, B, G * H), self.dtype),
+                np.empty(hshape, self.dtype),
+                np.empty(self._seq_shape(T, B, H), self.dtype) if self._has_cell else None,
+                np.empty(self._seq_shape(T, B, H), self.dtype) if kind == _KIND["gru"] else None)
+
     def _run(self, x, state, lengths, train):
         x, T, B, lens = self._check_input(x, lengths)
-        h0, c0 = self._check_state(state, B)
+        h0, c0, step0 = self._check_state(state, B)
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
-        kind, peephole, reset_after = self._cell_args()
         fwd = _core.forward_f32 if self.dtype == np.float32 else _core.forward_f64
         threads = get_num_threads()
         hn = np.empty(self._state_shape(B), self.dtype)
         cn = np.empty_like(hn) if self._has_cell else None
         tape = Tape(self, (T, B), self.dtype) if train else None
         if tape is not None:
-            tape.lengths, tape.h0, tape.c0 = lens, h0, c0
-        G = self._gates
+            tape.lengths, tape.h0, tape.c0, tape.step0 = lens, h0, c0, step0
         inp = x
         for k in range(L):
             y = np.empty(self._seq_shape(T, B, D * H), self.dtype)
@@ -226,18 +263,11 @@ class _Recurrent:
             for d in range(D):
                 w = self._weights(k, d, self.params, "params")
                 i = k * D + d
-                rec = None
-                if train:
-                    rec = {"gates": np.empty(self._seq_shape(T, B, G * H), self.dtype),
-                           "hprev": np.empty(self._seq_shape(T, B, H), self.dtype),
-                           "c": np.empty(self._seq_shape(T, B, H), self.dtype) if self._has_cell else None,
-                           "extra": np.empty(self._seq_shape(T, B, H), self.dtype) if kind == 1 else None}
-                    recs.append(rec)
-                fwd(kind, peephole, reset_after, d == 1, self.batch_first, threads, D, d, inp,
-                    w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), w.get("w_ch"),
+                rec = self._tape_arrays(T, B) if train else None
+                recs.append(rec)
+                fwd(self._spec(d, threads, step0), inp, self._wtuple(w),
                     None if h0 is None else h0[i], None if c0 is None else c0[i], lens,
-                    y, hn[i], None if cn is None else cn[i],
-                    *((rec["gates"], rec["hprev"], rec["c"], rec["extra"]) if rec else (None,) * 4))
+                    y, hn[i], None if cn is None else cn[i], rec)
             if train:
                 tape.inputs.append(inp)
                 tape.records.append(recs)
@@ -250,7 +280,7 @@ class _Recurrent:
             elif train:
                 tape.masks.append(None)
             inp = y
-        return inp, self._pack_state(hn, cn), tape
+        return inp, self._pack_state(hn, cn, step0 + T), tape
 
     def backward(self, tape, dy, dstate=None):
         """BPTT through the pass that made ``tape``; adds into :attr:`grads`.
@@ -273,8 +303,7 @@ class _Recurrent:
         dy = as_real_array("dy", dy, self.dtype)
         check_shape("dy", dy, self._seq_shape(T, B, D * H),
                     ("B", "T", "D*H") if self.batch_first else ("T", "B", "D*H"))
-        dhn, dcn = self._check_state(dstate, B, name="dstate")
-        kind, peephole, reset_after = self._cell_args()
+        dhn, dcn, _ = self._check_state(dstate, B, name="dstate")
         bwd = _core.backward_f32 if self.dtype == np.float32 else _core.backward_f64
         threads = get_num_threads()
         dh0 = np.zeros(self._state_shape(B), self.dtype)
@@ -286,21 +315,18 @@ class _Recurrent:
             for d in range(D):
                 w = self._weights(k, d, self.params, "params")
                 g = self._weights(k, d, self.grads, "grads")
-                rec = tape.records[k][d]
                 i = k * D + d
-                bwd(kind, peephole, reset_after, d == 1, self.batch_first, threads, D, d, inp,
-                    w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), w.get("w_ch"),
+                bwd(self._spec(d, threads, tape.step0), inp, self._wtuple(w),
                     None if tape.h0 is None else tape.h0[i], None if tape.c0 is None else tape.c0[i],
-                    tape.lengths, rec["gates"], rec["hprev"], rec["c"], rec["extra"],
-                    grad, None if dhn is None else dhn[i], None if dcn is None else dcn[i],
-                    dx, d == 1, dh0[i], None if dc0 is None else dc0[i],
-                    g["w_ih"], g["w_hh"], g.get("b_ih"), g.get("b_hh"), g.get("w_ch"))
+                    tape.lengths, tape.records[k][d], grad,
+                    None if dhn is None else dhn[i], None if dcn is None else dcn[i],
+                    dx, d == 1, dh0[i], None if dc0 is None else dc0[i], self._wtuple(g))
             if k > 0:
                 mask = tape.masks[k - 1]
                 grad = dx if mask is None else dx * mask
             else:
                 grad = dx
-        return grad, self._pack_state(dh0, dc0)
+        return grad, self._pack_state(dh0, dc0, tape.step0)
 
     def __repr__(self) -> str:
         extra = self._extra_repr()
@@ -391,3 +417,214 @@ class RNN(_Recurrent):
 
     def _extra_repr(self):
         return f", nonlinearity={self.nonlinearity!r}"
+
+
+def _alphas(alpha, timescales, H: int, dtype) -> np.ndarray:
+    """Per-unit alpha from a scalar/array alpha or a (tau_min, tau_max) range."""
+    if alpha is not None and timescales is not None:
+        raise ValueError("give alpha or timescales, not both")
+    if timescales is not None:
+        try:
+            lo, hi = (float(v) for v in timescales)
+        except (TypeError, ValueError):
+            raise TypeError(f"timescales must be a pair (tau_min, tau_max), got {timescales!r}") from None
+        if not (1.0 <= lo <= hi) or not np.isfinite(hi):
+            raise ValueError(f"timescales must satisfy 1 <= tau_min <= tau_max, got ({lo}, {hi})")
+        tau = np.geomspace(lo, hi, H) if H > 1 else np.array([lo])
+        return (1.0 - 1.0 / tau).astype(dtype)
+    a = np.asarray(alpha)
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"alpha must be a real number or array, got dtype {a.dtype}")
+    a = a.astype(np.float64)
+    if a.ndim == 0:
+        a = np.full(H, float(a))
+    if a.shape != (H,):
+        raise ValueError(f"alpha must be a scalar or ({H},), got {shape_str(a.shape)}")
+    if not np.all((a >= 0.0) & (a < 1.0)):
+        bad = a[~((a >= 0.0) & (a < 1.0))][0]
+        raise ValueError(f"alpha must be in [0, 1), got {bad}")
+    return a.astype(dtype)
+
+
+class LeakyRNN(_Recurrent):
+    """Leaky units (Deep Learning 10.9.2):
+    ``h_t = alpha*h_{t-1} + (1-alpha)*tanh(W_ih x + b_ih + W_hh h_{t-1} + b_hh)``.
+
+    ``alpha`` is a scalar or an (H,) array in [0, 1); or ``timescales=(tau_min,
+    tau_max)`` spaces per-unit time constants geometrically with
+    ``alpha_j = 1 - 1/tau_j``. Neither given: ``timescales=(1, 100)``.
+    ``alpha_l{k}`` is always in ``params`` and ``grads``; with
+    ``learn_alpha=False`` optimizers leave it unchanged, and after an update
+    it is kept in [0, 1). ``alpha=0`` is exactly the tanh Elman cell.
+    State: h (L*D, B, H).
+    """
+
+    _ALPHA_MAX = 1.0 - 1e-6
+
+    def __init__(self, input_size, hidden_size, *, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, alpha=None,
+                 timescales=None, learn_alpha=False):
+        if not isinstance(learn_alpha, (bool, np.bool_)):
+            raise TypeError(f"learn_alpha must be a bool, got {type(learn_alpha).__name__}")
+        self.learn_alpha = bool(learn_alpha)
+        H = check_int("hidden_size", hidden_size, 1)
+        if alpha is None and timescales is None:
+            timescales = (1.0, 100.0)
+        self._alpha0 = _alphas(alpha, timescales, H, check_dtype(dtype))
+        super().__init__(input_size, hidden_size, num_layers=num_layers, bias=bias,
+                         batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
+                         dtype=dtype, seed=seed)
+
+    def _param_shapes(self, k, d):
+        out = super()._param_shapes(k, d)
+        out["alpha"] = (f"alpha{self._suffix(k, d)}", (self.hidden_size,))
+        return out
+
+    def _init_params(self):
+        super()._init_params()
+        for k in range(self.num_layers):
+            for d in range(self.num_directions):
+                self.params[f"alpha{self._suffix(k, d)}"] = self._alpha0.copy()
+
+    def _cell_args(self):
+        return _KIND["leaky"], False, True
+
+    def frozen_params(self):
+        if self.learn_alpha:
+            return set()
+        return {name for name in self.params if name.startswith("alpha_")}
+
+    def project_params(self):
+        for name, a in self.params.items():
+            if name.startswith("alpha_"):
+                np.clip(a, 0.0, self._ALPHA_MAX, out=a)
+
+    def _extra_repr(self):
+        return f", learn_alpha={self.learn_alpha}"
+
+
+class SkipRNN(_Recurrent):
+    """Recurrent connections of several delays (Deep Learning 10.9.1, 10.9.3):
+    ``h_t = tanh(W_ih x_t + b_ih + sum_d W_hh^(d) h_{t-d} + b_hh)``, one matrix
+    ``weight_hh_d{d}_l{k}`` (H, H) per delay. ``delays=(1,)`` is the Elman cell,
+    ``(1, d)`` adds skip connections through time, ``(d,)`` removes the
+    length-one connections.
+
+    State: the last ``max(delays)`` hidden vectors, (L*D, max_delay, B, H),
+    newest last; a given initial history is honoured.
+    """
+
+    def __init__(self, input_size, hidden_size, *, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, delays=(1, 2)):
+        if isinstance(delays, (int, np.integer)) and not isinstance(delays, bool):
+            delays = (delays,)
+        if not isinstance(delays, (tuple, list)) or len(delays) == 0:
+            raise ValueError(f"delays must be a non-empty tuple of positive ints, got {delays!r}")
+        ds = tuple(check_int("delays[i]", d, 1) for d in delays)
+        if len(set(ds)) != len(ds):
+            raise ValueError(f"delays must not repeat, got {ds}")
+        self.delays = ds
+        self._delays = ds
+        super().__init__(input_size, hidden_size, num_layers=num_layers, bias=bias,
+                         batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
+                         dtype=dtype, seed=seed)
+
+    @property
+    def max_delay(self) -> int:
+        return max(self.delays)
+
+    def _param_shapes(self, k, d):
+        H, s = self.hidden_size, self._suffix(k, d)
+        out = {"w_ih": (f"weight_ih{s}", (H, self._layer_input_size(k)))}
+        for dl in self.delays:
+            out[f"w_hh:{dl}"] = (f"weight_hh_d{dl}{s}", (H, H))
+        if self.bias:
+            out["b_ih"] = (f"bias_ih{s}", (H,))
+            out["b_hh"] = (f"bias_hh{s}", (H,))
+        return out
+
+    def _wtuple(self, w):
+        mats = [w[f"w_hh:{dl}"] for dl in self.delays]
+        return (w["w_ih"], mats, w.get("b_ih"), w.get("b_hh"), None, None)
+
+    def _state_shape(self, B):
+        return (self.num_layers * self.num_directions, self.max_delay, B, self.hidden_size)
+
+    def _state_letters(self):
+        return ("L*D", "max_delay", "B", "H")
+
+    def _cell_args(self):
+        return _KIND["skip"], False, True
+
+    def _extra_repr(self):
+        return f", delays={self.delays}"
+
+
+class ClockworkRNN(_Recurrent):
+    """Clockwork RNN (Koutnik et al. 2014): H units in equal contiguous groups,
+    one per period; group i is updated only at steps with ``t mod T_i == 0``
+    (t counted from the first step ever seen, carried in the state) and keeps
+    its value otherwise; an updated group reads the groups of period >= its
+    own. ``weight_hh_l{k}`` (H, H) keeps the disallowed blocks at zero: they
+    get no gradient and have no effect.
+
+    State: ``(h, step)``, h (L*D, B, H) and ``step`` the int count of steps
+    seen; ``dstate`` is ``(dh, step)``.
+    """
+
+    def __init__(self, input_size, hidden_size, *, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None,
+                 periods=(1, 2, 4, 8)):
+        if not isinstance(periods, (tuple, list)) or len(periods) == 0:
+            raise ValueError(f"periods must be a non-empty tuple of increasing ints, got {periods!r}")
+        ps = tuple(check_int("periods[i]", p, 1) for p in periods)
+        if any(b <= a for a, b in zip(ps, ps[1:])):
+            raise ValueError(f"periods must be strictly increasing, got {ps}")
+        H = check_int("hidden_size", hidden_size, 1)
+        if H % len(ps):
+            raise ValueError(f"periods must divide hidden_size into equal groups: "
+                             f"{len(ps)} groups do not divide hidden_size={H}")
+        self.periods = ps
+        self._periods = ps
+        super().__init__(input_size, hidden_size, num_layers=num_layers, bias=bias,
+                         batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
+                         dtype=dtype, seed=seed)
+
+    def block_mask(self) -> np.ndarray:
+        """(H, H) bool: True where weight_hh may be nonzero (row group reads column group)."""
+        group = np.repeat(np.arange(len(self.periods)), self.hidden_size // len(self.periods))
+        return group[None, :] >= group[:, None]
+
+    def _init_params(self):
+        super()._init_params()
+        mask = self.block_mask()
+        for name, p in self.params.items():
+            if name.startswith("weight_hh"):
+                p[~mask] = 0
+
+    def project_params(self):
+        mask = self.block_mask()
+        for name, p in self.params.items():
+            if name.startswith("weight_hh"):
+                p[~mask] = 0
+
+    def _check_state(self, state, B, name="state"):
+        if state is None:
+            return None, None, 0
+        shape = self._state_shape(B)
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise TypeError(f"{name} must be a tuple (h, step) with h {shape_str(shape)} and step "
+                            f"an int, got {type(state).__name__}")
+        h = as_real_array(f"{name}[0] (h)", state[0], self.dtype)
+        check_shape(f"{name}[0] (h)", h, shape, self._state_letters())
+        step = check_int(f"{name}[1] (step)", state[1], 0)
+        return h, None, step
+
+    def _pack_state(self, h, c, step):
+        return (h, int(step))
+
+    def _cell_args(self):
+        return _KIND["clockwork"], False, True
+
+    def _extra_repr(self):
+        return f", periods={self.periods}"

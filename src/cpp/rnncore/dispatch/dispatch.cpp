@@ -15,6 +15,12 @@ int NumGates(const CellSpec& cell) {
   }
 }
 
+int MaxDelay(const CellSpec& cell) {
+  int m = 1;
+  for (int i = 0; i < cell.n_delays; ++i) m = cell.delays[i] > m ? cell.delays[i] : m;
+  return m;
+}
+
 namespace {
 
 bool CpuHasAvx2Fma() {

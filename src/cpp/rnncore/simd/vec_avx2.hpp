@@ -162,3 +162,11 @@ inline Vec<double> Sigmoid(Vec<double> a) {
   __m256d e = Exp(Vec<double>{_mm256_xor_pd(a.v, _mm256_set1_pd(-0.0))}).v;
   return {_mm256_div_pd(_mm256_set1_pd(1.0), _mm256_add_pd(_mm256_set1_pd(1.0), e))};
 }
+
+// m ? a : b lane by lane, m holding 1 or 0 (exact: no arithmetic on a, b)
+inline Vec<float> Select(Vec<float> m, Vec<float> a, Vec<float> b) {
+  return {_mm256_blendv_ps(b.v, a.v, _mm256_cmp_ps(m.v, _mm256_setzero_ps(), _CMP_NEQ_OQ))};
+}
+inline Vec<double> Select(Vec<double> m, Vec<double> a, Vec<double> b) {
+  return {_mm256_blendv_pd(b.v, a.v, _mm256_cmp_pd(m.v, _mm256_setzero_pd(), _CMP_NEQ_OQ))};
+}

@@ -27,3 +27,5 @@ template <typename T> inline Vec<T> Step(Vec<T> a) { return {(a.v > T(0)) ? T(1)
 template <typename T> inline Vec<T> Exp(Vec<T> a) { return {std::exp(a.v)}; }
 template <typename T> inline Vec<T> Tanh(Vec<T> a) { return {std::tanh(a.v)}; }
 template <typename T> inline Vec<T> Sigmoid(Vec<T> a) { return {T(1) / (T(1) + std::exp(-a.v))}; }
+// m ? a : b lane by lane, m holding 1 or 0 (exact: no arithmetic on a, b)
+template <typename T> inline Vec<T> Select(Vec<T> m, Vec<T> a, Vec<T> b) { return {m.v != T(0) ? a.v : b.v}; }

@@ -1,0 +1,82 @@
+// Leaky units (Mozer 1992; Deep Learning 10.9.2):
+// h_t = alpha*h_{t-1} + (1-alpha)*tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),
+// alpha in [0, 1)^H. The alpha*h_{t-1} path carries gradient past W_hh.
+
+template <typename T>
+void LeakyFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
+  constexpr int W = Vec<T>::kW;
+  using V = Vec<T>;
+  const int H = c.H;
+  const T* alpha = c.a->w.alpha;
+  for (int blk = b0; blk < b1; ++blk) {
+    const int j0 = blk * W, n = MinI(W, H - j0);
+    const T* wp = c.wp + static_cast<int64_t>(blk) * H * W;
+    const V al = LoadN(alpha + j0, n);
+    RowTiles<TileRows<1>()>(c.B, [&](int r0, auto nr_c) {
+      constexpr int R = decltype(nr_c)::value;
+      const T* rows[R];
+      for (int r = 0; r < R; ++r) rows[r] = hp + static_cast<int64_t>(r0 + r) * H;
+      V acc[R][1];
+      Prod<T, 1, R>(rows, H, wp, acc);
+      for (int r = 0; r < R; ++r) {
+        const int b = r0 + r;
+        const int64_t o = static_cast<int64_t>(b) * H + j0;
+        const int t = MapT(c.a->pb, s, b);
+        const V hpv = LoadN(hp + o, n);
+        if (t < 0) {
+          StoreN(hc + o, hpv, n);
+          continue;
+        }
+        T* g = c.gates.Row(t, b) + j0;
+        const V u = Tanh(LoadN(g, n) + LoadN(c.bias_x + j0, n) + acc[r][0]);
+        const V h = Fma(al, hpv - u, u);  // alpha*h_{t-1} + (1-alpha)*u
+        StoreN(hc + o, h, n);
+        StoreN(c.a->y.Row(t, b) + j0, h, n);
+        if (c.hprev.p) {
+          StoreN(g, u, n);
+          StoreN(c.hprev.Row(t, b) + j0, hpv, n);
+        }
+      }
+    });
+  }
+}
+
+template <typename T>
+void LeakyBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
+  constexpr int W = Vec<T>::kW;
+  using V = Vec<T>;
+  const int H = c.H;
+  const bool first = s + 1 >= c.a->pb.T;
+  const T* alpha = c.a->w.alpha;
+  const V one = Set1(T(1));
+  for (int blk = b0; blk < b1; ++blk) {
+    const int j0 = blk * W, n = MinI(W, H - j0);
+    const T* wp = c.wpb + static_cast<int64_t>(blk) * H * W;
+    const V al = LoadN(alpha + j0, n);
+    V dal = LoadN(c.dalpha + j0, n);
+    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+      constexpr int R = decltype(nr_c)::value;
+      V acc[R][1];
+      if (first) {
+        for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
+      } else {
+        const T* rows[R];
+        for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s + 1, r0 + r, 0);
+        Prod<T, 1, R>(rows, H, wp, acc);
+      }
+      for (int r = 0; r < R; ++r) {
+        const int b = r0 + r;
+        const int t = MapT(c.a->pb, s, b);
+        if (t < 0) continue;
+        const int64_t o = static_cast<int64_t>(b) * H + j0;
+        const V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][0];
+        const V u = LoadN(c.gates.Row(t, b) + j0, n);
+        const V hpv = LoadN(c.hprev.Row(t, b) + j0, n);
+        dal = Fma(dh, hpv - u, dal);  // dh/dalpha = h_{t-1} - u
+        StoreN(c.dg.Row(t, b) + j0, dh * (one - al) * (one - u * u), n);
+        StoreN(c.dh + o, dh * al, n);
+      }
+    });
+    StoreN(c.dalpha + j0, dal, n);
+  }
+}

@@ -1,0 +1,148 @@
+// Skip connections through time and removed connections (Lin et al. 1996;
+// Deep Learning 10.9.1, 10.9.3): h_t = tanh(W_ih x_t + b_ih + sum_d W_d h_{t-d} + b_hh).
+// The last max(delays) states live in a ring of maxd+1 slots of [B, H].
+
+template <typename T>
+inline T* RingSlot(T* ring, int slots, int64_t BH, int s) {
+  return ring + static_cast<int64_t>(((s % slots) + slots) % slots) * BH;
+}
+
+template <typename T>
+void SkipFwdStep(FwdCtx<T>& c, int s, int b0, int b1) {
+  constexpr int W = Vec<T>::kW;
+  using V = Vec<T>;
+  const int H = c.H, nd = c.a->cell.n_delays;
+  const int32_t* delays = c.a->cell.delays;
+  const int64_t BH = static_cast<int64_t>(c.B) * H;
+  const int64_t pstride = static_cast<int64_t>(c.nblk) * H * W;
+  T* cur = RingSlot(c.ring, c.ring_slots, BH, s);
+  for (int blk = b0; blk < b1; ++blk) {
+    const int j0 = blk * W, n = MinI(W, H - j0);
+    RowTiles<TileRows<1>()>(c.B, [&](int r0, auto nr_c) {
+      constexpr int R = decltype(nr_c)::value;
+      V acc[R][1];
+      for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
+      for (int q = 0; q < nd; ++q) {
+        const T* past = RingSlot(c.ring, c.ring_slots, BH, s - delays[q]);
+        const T* rows[R];
+        for (int r = 0; r < R; ++r) rows[r] = past + static_cast<int64_t>(r0 + r) * H;
+        Prod<T, 1, R, true>(rows, H, c.wp + q * pstride + static_cast<int64_t>(blk) * H * W, acc);
+      }
+      for (int r = 0; r < R; ++r) {
+        const int b = r0 + r;
+        const int t = MapT(c.a->pb, s, b);
+        if (t < 0) continue;  // this row's history is read back from y at the end
+        const int64_t o = static_cast<int64_t>(b) * H + j0;
+        T* g = c.gates.Row(t, b) + j0;
+        const V h = Tanh(LoadN(g, n) + LoadN(c.bias_x + j0, n) + acc[r][0]);
+        StoreN(cur + o, h, n);
+        StoreN(c.a->y.Row(t, b) + j0, h, n);
+        if (c.hprev.p) {
+          StoreN(g, h, n);
+          for (int q = 0; q < nd; ++q) {
+            const T* past = RingSlot(c.ring, c.ring_slots, BH, s - delays[q]);
+            T* dst = c.hprev.Row(t, b) + q * c.hprev_stride + j0;
+            StoreN(dst, LoadN(past + o, n), n);
+          }
+        }
+      }
+    });
+  }
+}
+
+// Final history of each row: the states of its last maxd steps, from y, or
+// from the initial history where the row ran fewer steps.
+template <typename T>
+void SkipFinalState(const FwdArgs<T>& a, int maxd) {
+  const int H = a.pb.H, B = a.pb.B;
+  for (int i = 0; i < maxd; ++i)
+    for (int b = 0; b < B; ++b) {
+      const int len = a.pb.lengths ? a.pb.lengths[b] : a.pb.T;
+      const int s = len - maxd + i;
+      T* dst = a.hn + (static_cast<int64_t>(i) * B + b) * H;
+      const T* src = nullptr;
+      if (s >= 0) src = a.y.Row(MapT(a.pb, s, b), b);
+      else if (a.h0) src = a.h0 + (static_cast<int64_t>(maxd + s) * B + b) * H;
+      if (src) std::memcpy(dst, src, sizeof(T) * H);
+      else ZeroRow(dst, H);
+    }
+}
+
+// Gradient reaching h at step s of row b from the final history, or null.
+template <typename T>
+inline const T* SkipDhn(const BwdCtx<T>& c, int s, int b, int maxd) {
+  if (!c.a->dhn) return nullptr;
+  const int len = c.a->pb.lengths ? c.a->pb.lengths[b] : c.a->pb.T;
+  const int i = s - (len - maxd);
+  if (i < 0 || i >= maxd) return nullptr;
+  return c.a->dhn + (static_cast<int64_t>(i) * c.B + b) * c.H;
+}
+
+template <typename T>
+void SkipBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
+  constexpr int W = Vec<T>::kW;
+  using V = Vec<T>;
+  const int H = c.H, nd = c.a->cell.n_delays, maxd = MaxDelay(c.a->cell);
+  const int32_t* delays = c.a->cell.delays;
+  const int64_t pstride = static_cast<int64_t>(c.nblk) * H * W;
+  const V one = Set1(T(1));
+  for (int blk = b0; blk < b1; ++blk) {
+    const int j0 = blk * W, n = MinI(W, H - j0);
+    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+      constexpr int R = decltype(nr_c)::value;
+      V acc[R][1];
+      for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
+      for (int q = 0; q < nd; ++q) {  // dh_s += W_d^T dpre_{s+d}
+        if (s + delays[q] >= c.a->pb.T) continue;
+        const T* rows[R];
+        for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s + delays[q], r0 + r, 0);
+        Prod<T, 1, R, true>(rows, H, c.wpb + q * pstride + static_cast<int64_t>(blk) * H * W, acc);
+      }
+      for (int r = 0; r < R; ++r) {
+        const int b = r0 + r;
+        const int t = MapT(c.a->pb, s, b);
+        if (t < 0) continue;
+        V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + acc[r][0];
+        if (const T* dn = SkipDhn(c, s, b, maxd)) dh = dh + LoadN(dn + j0, n);
+        const V h = LoadN(c.gates.Row(t, b) + j0, n);
+        StoreN(c.dg.Row(t, b) + j0, dh * (one - h * h), n);
+      }
+    });
+  }
+}
+
+// Gradient of the initial history h_{-maxd} .. h_{-1} (dh0 [maxd, B, H]).
+template <typename T>
+void SkipFinishDh0(BwdCtx<T>& c, int b0, int b1) {
+  constexpr int W = Vec<T>::kW;
+  using V = Vec<T>;
+  const int H = c.H, nd = c.a->cell.n_delays, maxd = MaxDelay(c.a->cell);
+  const int32_t* delays = c.a->cell.delays;
+  const int64_t pstride = static_cast<int64_t>(c.nblk) * H * W;
+  if (!c.a->dh0) return;
+  for (int i = 0; i < maxd; ++i) {
+    const int s_hist = i - maxd;  // the step this history entry stands for
+    T* out = c.a->dh0 + static_cast<int64_t>(i) * c.B * H;
+    for (int blk = b0; blk < b1; ++blk) {
+      const int j0 = blk * W, n = MinI(W, H - j0);
+      RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+        constexpr int R = decltype(nr_c)::value;
+        V acc[R][1];
+        for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
+        for (int q = 0; q < nd; ++q) {
+          const int s = s_hist + delays[q];
+          if (s < 0 || s >= c.a->pb.T) continue;
+          const T* rows[R];
+          for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s, r0 + r, 0);
+          Prod<T, 1, R, true>(rows, H, c.wpb + q * pstride + static_cast<int64_t>(blk) * H * W, acc);
+        }
+        for (int r = 0; r < R; ++r) {
+          const int b = r0 + r;
+          V d = acc[r][0];
+          if (const T* dn = SkipDhn(c, s_hist, b, maxd)) d = d + LoadN(dn + j0, n);
+          StoreN(out + static_cast<int64_t>(b) * H + j0, d, n);
+        }
+      });
+    }
+  }
+}
