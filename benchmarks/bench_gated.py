@@ -121,22 +121,36 @@ def sample(fn, inner: int) -> float:
     return (time.perf_counter() - t0) / inner
 
 
-def bench_one(cell, mode, size, threads, repeats, min_time, warmup_time):
+def set_threads(threads: int) -> None:
+    """Give rnncore and torch the same thread count."""
     rc.set_num_threads(threads)
     torch.set_num_threads(threads)
+
+
+def alternate(calls, repeats: int, min_time: float, warmup_time: float) -> list:
+    """Time each callable in `calls`, taking turns; return one array of ms per call.
+
+    Each round runs every side once, and the starting side rotates from round
+    to round so that no side always runs on a warmer cache (with two sides:
+    a, b then b, a, ...).
+    """
+    inners = [calibrate(fn, min_time, warmup_time) for fn in calls]
+    times = [[] for _ in calls]
+    n = len(calls)
+    for r in range(repeats):
+        for k in range(n):
+            i = (r + k) % n
+            times[i].append(sample(calls[i], inners[i]))
+    return [np.array(t) * 1e3 for t in times]
+
+
+def bench_one(cell, mode, size, threads, repeats, min_time, warmup_time):
+    set_threads(threads)
     layer, module, x, dy = make_pair(cell, size)
     gap = output_gap(layer, module, x)
     rc_call, torch_call = make_calls(layer, module, x, dy, mode)
-
-    rc_inner = calibrate(rc_call, min_time, warmup_time)
-    torch_inner = calibrate(torch_call, min_time, warmup_time)
-    rc_times, torch_times = [], []
-    for r in range(repeats):
-        # Alternate who goes first so neither side always runs on a warmer cache.
-        order = ((rc_call, rc_inner, rc_times), (torch_call, torch_inner, torch_times))
-        for fn, inner, out in order if r % 2 == 0 else reversed(order):
-            out.append(sample(fn, inner))
-    return np.array(rc_times) * 1e3, np.array(torch_times) * 1e3, gap
+    rc_ms, torch_ms = alternate([rc_call, torch_call], repeats, min_time, warmup_time)
+    return rc_ms, torch_ms, gap
 
 
 def spread(ms: np.ndarray) -> float:
@@ -145,30 +159,45 @@ def spread(ms: np.ndarray) -> float:
     return 100.0 * (q3 - q1) / q2 if q2 > 0 else 0.0
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_common_args(ap: argparse.ArgumentParser, cells, default_cells) -> None:
+    """The command line shared by the side-by-side benchmarks."""
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="thread counts (default: 1 2)")
-    ap.add_argument("--cells", nargs="+", choices=sorted(CELLS), default=["lstm", "gru"])
+    ap.add_argument("--cells", nargs="+", choices=sorted(cells), default=list(default_cells))
     ap.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     ap.add_argument("--sizes", type=parse_size, nargs="+", metavar="T,B,I,H",
                     help="problem sizes (default: 100,1,32,128 and 100,32,128,256)")
     ap.add_argument("--quick", action="store_true", help="fewer repeats, shorter samples, smaller sizes")
     ap.add_argument("--repeats", type=int, help="samples per side (default 15, quick 5)")
     ap.add_argument("--min-time", type=float, help="seconds per sample (default 0.05, quick 0.01)")
-    args = ap.parse_args(argv)
 
+
+def run_settings(ap: argparse.ArgumentParser, args) -> tuple:
+    """Check the shared flags; return (sizes, repeats, min_time, warmup_time)."""
     if any(n < 1 for n in args.threads):
         ap.error("--threads must be positive")
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES)
     repeats = args.repeats or (5 if args.quick else 15)
     min_time = args.min_time if args.min_time is not None else (0.01 if args.quick else 0.05)
     warmup_time = 0.05 if args.quick else 0.3
+    return sizes, repeats, min_time, warmup_time
 
+
+def print_preamble(repeats: int, min_time: float) -> None:
+    """Versions, machine and sampling, then a blank line."""
     print(f"rnncore {getattr(rc, '__version__', '?')}   torch {torch.__version__}   "
           f"numpy {np.__version__}   python {platform.python_version()}")
     print(f"{platform.machine()}, {os.cpu_count()} logical CPUs; "
           f"float32; {repeats} samples of >= {min_time * 1e3:.0f} ms per side; medians")
     print()
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(ap, CELLS, ["lstm", "gru"])
+    args = ap.parse_args(argv)
+    sizes, repeats, min_time, warmup_time = run_settings(ap, args)
+
+    print_preamble(repeats, min_time)
     header = (f"{'cell':<5} {'mode':<9} {'T':>4} {'B':>4} {'I':>4} {'H':>4} {'thr':>3} "
               f"{'rnncore ms':>11} {'torch ms':>10} {'torch/rc':>9} {'iqr% rc/torch':>14} {'y diff':>8}")
     print(header)

@@ -55,8 +55,7 @@ def _esc(s: str) -> str:
 def test_x_wrong_ndim(cls, shape):
     layer = cls(I, H)
     # a 2-D x is an error, not an unbatched sequence
-    pattern = (rf"x must be 3-D \(T, B, {I}\).*{len(shape)}-D.*"
-               + _esc(str(shape).replace(",)", ",)")))
+    pattern = rf"x must be 3-D \(T, B, {I}\).*{len(shape)}-D.*" + _esc(str(shape))
     with pytest.raises(ValueError, match=pattern):
         layer(np.zeros(shape, np.float32))
     with pytest.raises(ValueError, match=r"\bx\b.*3-D"):
@@ -276,7 +275,7 @@ def test_state_wrong_shape(cls, shape):
     layer = cls(I, H)
     good = np.zeros(_state_shape(), np.float32)
     bad = np.zeros(shape, np.float32)
-    got = _esc(str(shape).replace(",)", ",)"))
+    got = _esc(str(shape))
     want = _esc(str(_state_shape()))
     if cls is rc.LSTM:
         with pytest.raises(ValueError, match=r"state\[0\] \(h\) must be.*" + want + r".*got " + got):
@@ -355,7 +354,7 @@ def test_state_numeric_dtypes_are_converted(cls):
 def test_dy_wrong_shape(cls, shape):
     layer = cls(I, H)
     y, _, tape = layer.forward(_x())
-    got = _esc(str(shape).replace(",)", ",)"))
+    got = _esc(str(shape))
     with pytest.raises(ValueError, match=r"\bdy must be.*" + _esc(str((T, B, H))) + r".*got " + got):
         layer.backward(tape, np.zeros(shape, np.float32))
 
@@ -376,6 +375,15 @@ def test_dy_bad_dtype(cls):
     y, _, tape = layer.forward(_x())
     with pytest.raises(TypeError, match=r"\bdy\b.*complex"):
         layer.backward(tape, np.ones_like(y, dtype=np.complex64))
+    with pytest.raises(TypeError, match=r"\bdy\b.*bool"):
+        layer.backward(tape, np.ones_like(y, dtype=bool))
+
+
+@layers
+def test_dy_none_says_none(cls):
+    # "got dtype object" hides what came: the message should say None
+    layer = cls(I, H)
+    y, _, tape = layer.forward(_x())
     with pytest.raises(TypeError, match=r"\bdy\b.*None"):
         layer.backward(tape, None)
 
@@ -568,8 +576,7 @@ def test_param_wrong_shape_is_named_at_next_call(cls):
         shape = layer.params[name].shape
         bad_shape = shape[:-1] + (shape[-1] + 1,)
         layer.params[name] = np.zeros(bad_shape, np.float32)
-        msg = _esc(f"params['{name}'] must be {str(shape).replace(',)', ',)')}, got "
-                   f"{str(bad_shape).replace(',)', ',)')}")
+        msg = _esc(f"params['{name}'] must be {shape}, got {bad_shape}")
         with pytest.raises(ValueError, match=msg):
             layer(_x())
         with pytest.raises(ValueError, match=msg):
@@ -779,7 +786,10 @@ def _numpy_forward(layer, x):
                 ar, az, an = np.split(a, 3, axis=1)
                 rr, rz, rn = np.split(r, 3, axis=1)
                 rg, z = _sig(ar + rr), _sig(az + rz)
-                n = np.tanh(an + rg * rn)
+                if layer.reset_after:
+                    n = np.tanh(an + rg * rn)
+                else:  # W_hn (r * h) + b_hn
+                    n = np.tanh(an + (rg * h) @ u[2 * layer.hidden_size:].T + bh[2 * layer.hidden_size:])
                 h = (1 - z) * n + z * h
             elif layer.nonlinearity == "relu":
                 h = np.maximum(a + r, 0)
@@ -874,70 +884,102 @@ def test_nan_inf_in_padding_past_lengths_is_ignored(cls, bad):
 # private bindings: _core.forward_f32 / backward_f32 with one argument broken
 # ---------------------------------------------------------------------------
 #
-# The arguments mimic what layers.py passes for one direction of one layer.
-# Each case runs in a child process (see _run_binding_cases): a crash or a hang
-# becomes a failed test naming the case.
+# The valid arguments are exactly what layers.py passes: a small layer runs a
+# forward and a backward pass with _core swapped for a recorder, and the first
+# call of each is kept. Then one argument (or one entry of a tuple argument)
+# is broken at a time. Each case runs in a child process (_run_binding_cases):
+# a crash or a hang becomes a failed test naming the case.
+#
+# The layout below is the one of bindings.cpp today:
+#   forward(spec, x, weights, h0, c0, lengths, y, hn, cn, tape)
+#   backward(spec, x, weights, h0, c0, lengths, tape, dy, dhn, dcn, dx,
+#            dx_accumulate, dh0, dc0, grads)
+#   spec = (kind, peephole, reset_after, reverse, batch_first, threads,
+#           num_dirs, dir, hidden, delays, periods, step0)
+#   weights / grads = (w_ih, w_hh, b_ih, b_hh, w_ch, alpha)
+#   tape = (gates, hprev, c, extra)
+# test_private_binding_layout_is_known fails first if it changes.
 
 BT, BB, BI, BH = 5, 3, 4, 6
-KINDS = {"lstm": 0, "gru": 1, "rnn": 2}
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}
-FWD_ORDER = ["kind", "peephole", "reset_after", "reverse", "batch_first", "threads", "num_dirs", "dir",
-             "x", "w_ih", "w_hh", "b_ih", "b_hh", "w_ch", "h0", "c0", "lengths", "y", "hn", "cn",
-             "gates", "hprev", "tape_c", "extra"]
-BWD_ORDER = ["kind", "peephole", "reset_after", "reverse", "batch_first", "threads", "num_dirs", "dir",
-             "x", "w_ih", "w_hh", "b_ih", "b_hh", "w_ch", "h0", "c0", "lengths", "gates", "hprev",
-             "tape_c", "extra", "dy", "dhn", "dcn", "dx", "dx_accumulate", "dh0", "dc0",
-             "g_w_ih", "g_w_hh", "g_b_ih", "g_b_hh", "g_w_ch"]
-# the name each array goes by in the bindings' messages
-ARG_NAME = {"x": "x", "w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh",
-            "w_ch": "weight_ch", "h0": "h0", "c0": "c0", "lengths": "lengths", "y": "y", "hn": "hn",
-            "cn": "cn", "gates": "tape gates", "hprev": "tape hprev", "tape_c": "tape c",
-            "extra": "tape extra", "dy": "dy", "dhn": "dhn", "dcn": "dcn", "dx": "dx", "dh0": "dh0",
-            "dc0": "dc0", "g_w_ih": "grad weight_ih", "g_w_hh": "grad weight_hh",
-            "g_b_ih": "grad bias_ih", "g_b_hh": "grad bias_hh", "g_w_ch": "grad weight_ch"}
+CELLS = {"lstm": rc.LSTM, "gru": rc.GRU, "rnn": rc.RNN}
+SPEC = ["kind", "peephole", "reset_after", "reverse", "batch_first", "threads", "num_dirs", "dir",
+        "hidden", "delays", "periods", "step0"]
+FWD_LEN, BWD_LEN, SPEC_LEN, W_LEN, TAPE_LEN = 10, 15, 12, 6, 4
+
+# path -> (name in the bindings' messages, required, written to)
+_W = {0: "weight_ih", 1: "weight_hh", 2: "bias_ih", 3: "bias_hh"}
+_TAPE = {0: "tape gates", 1: "tape hprev", 2: "tape c", 3: "tape extra"}
+FWD_ARRAYS = {(1,): ("x", True, False), (3,): ("h0", False, False), (4,): ("c0", False, False),
+              (5,): ("lengths", False, False), (6,): ("y", True, True), (7,): ("hn", False, True),
+              (8,): ("cn", False, True)}
+FWD_ARRAYS.update({(2, k): (n, k < 2, False) for k, n in _W.items()})
+FWD_ARRAYS.update({(9, k): (n, True, True) for k, n in _TAPE.items()})
+BWD_ARRAYS = {(1,): ("x", True, False), (3,): ("h0", False, False), (4,): ("c0", False, False),
+              (5,): ("lengths", False, False), (7,): ("dy", True, False), (8,): ("dhn", False, False),
+              (9,): ("dcn", False, False), (10,): ("dx", False, True), (12,): ("dh0", False, True),
+              (13,): ("dc0", False, True)}
+BWD_ARRAYS.update({(2, k): (n, k < 2, False) for k, n in _W.items()})
+BWD_ARRAYS.update({(6, k): (n, True, False) for k, n in _TAPE.items()})
+BWD_ARRAYS.update({(14, k): ("grad " + n, True, True) for k, n in _W.items()})
+# arrays each cell uses (the others are None in what layers.py passes)
+_LSTM_ONLY = {"c0", "cn", "tape c", "dcn", "dc0"}
+_GRU_ONLY = {"tape extra"}
+# arrays broken in every way; the others get the common breakings only
+_KEY_ARRAYS = {"x", "weight_hh", "y", "dy", "tape gates", "grad weight_ih", "lengths"}
 
 
-def _fwd_args(cell, train=True):
-    g, lstm, gru = GATES[cell], cell == "lstm", cell == "gru"
-    rng = np.random.default_rng(0)
-
-    def f(*s):
-        return rng.standard_normal(s).astype(np.float32)
-
-    def e(*s):
-        return np.empty(s, np.float32)
-
-    return dict(kind=KINDS[cell], peephole=False, reset_after=True, reverse=False, batch_first=False,
-                threads=1, num_dirs=1, dir=0, x=f(BT, BB, BI), w_ih=f(g * BH, BI), w_hh=f(g * BH, BH),
-                b_ih=f(g * BH), b_hh=f(g * BH), w_ch=None, h0=f(BB, BH), c0=f(BB, BH) if lstm else None,
-                lengths=np.array([BT, 3, 1], np.int32), y=e(BT, BB, BH), hn=e(BB, BH),
-                cn=e(BB, BH) if lstm else None,
-                gates=e(BT, BB, g * BH) if train else None, hprev=e(BT, BB, BH) if train else None,
-                tape_c=e(BT, BB, BH) if train and lstm else None,
-                extra=e(BT, BB, BH) if train and gru else None)
+def _deep_copy(v):
+    if isinstance(v, np.ndarray):
+        return v.copy()
+    if isinstance(v, tuple):
+        return tuple(_deep_copy(e) for e in v)
+    if isinstance(v, list):
+        return [_deep_copy(e) for e in v]
+    return v
 
 
-def _call(fn, order, a):
-    return fn(*[a[k] for k in order])
+def _capture(cell):
+    """(forward args, backward args) of the first direction of a 1-layer layer,
+    as layers.py passes them (with state, lengths and dstate given)."""
+    from rnncore import layers as layers_mod
+    seen = {}
+    real = layers_mod._core
+
+    class Recorder:
+        def __getattr__(self, name):
+            fn = getattr(real, name)
+            if name not in ("forward_f32", "backward_f32"):
+                return fn
+
+            def record(*args):
+                seen.setdefault(name, _deep_copy(args))
+                return fn(*args)
+            return record
+
+    layers_mod._core = Recorder()
+    try:
+        layer = CELLS[cell](BI, BH, seed=0)
+        x = np.random.default_rng(0).standard_normal((BT, BB, BI)).astype(np.float32)
+        h = np.random.default_rng(1).standard_normal((1, BB, BH)).astype(np.float32)
+        state = (h, h.copy()) if cell == "lstm" else h
+        y, _, tape = layer.forward(x, state=state, lengths=[BT, 3, 1])
+        layer.backward(tape, np.ones_like(y), dstate=state)
+    finally:
+        layers_mod._core = real
+    return seen["forward_f32"], seen["backward_f32"]
 
 
-def _bwd_args(cell):
-    a = _fwd_args(cell)
-    _call(_core.forward_f32, FWD_ORDER, a)
-    g, lstm = GATES[cell], cell == "lstm"
-    rng = np.random.default_rng(1)
+def _get(args, path):
+    v = args
+    for p in path:
+        v = v[p]
+    return v
 
-    def f(*s):
-        return rng.standard_normal(s).astype(np.float32)
 
-    def z(*s):
-        return np.zeros(s, np.float32)
-
-    b = {k: a[k] for k in FWD_ORDER if k not in ("y", "hn", "cn")}
-    b.update(dy=f(BT, BB, BH), dhn=f(BB, BH), dcn=f(BB, BH) if lstm else None, dx=z(BT, BB, BI),
-             dx_accumulate=False, dh0=z(BB, BH), dc0=z(BB, BH) if lstm else None,
-             g_w_ih=z(g * BH, BI), g_w_hh=z(g * BH, BH), g_b_ih=z(g * BH), g_b_hh=z(g * BH), g_w_ch=None)
-    return b
+def _replace(args, path, value):
+    out = list(args)
+    out[path[0]] = value if len(path) == 1 else type(args[path[0]])(_replace(args[path[0]], path[1:], value))
+    return tuple(out) if isinstance(args, tuple) else out
 
 
 def _break(v, how):
@@ -952,12 +994,8 @@ def _break(v, how):
         return np.zeros(v.shape[:-1] + (v.shape[-1] + 1,), v.dtype)
     if how == "ndim":  # a trailing axis of 1
         return v[..., None].copy()
-    if how == "flat":
-        return v.ravel().copy()
     if how == "list":
         return v.tolist()
-    if how == "str":
-        return "abc"
     if how == "nc":
         return np.asfortranarray(v) if v.ndim > 1 and v.shape[0] > 1 else _non_contiguous_copy(v)
     if how == "readonly":
@@ -971,78 +1009,82 @@ def _break(v, how):
     raise AssertionError(how)
 
 
-# (entry, cell, key, how, expected exception(s), regex the message must hold or None)
+def _word(name):
+    return r"(?<![\w])" + re.escape(name) + r"(?![\w])"
+
+
 def _binding_cases():
-    cases = []
-    common = [("x", "f64"), ("x", "ndim"), ("x", "nc"), ("x", "none"), ("x", "list"),
-              ("w_ih", "none"), ("w_ih", "shape"), ("w_ih", "f64"), ("w_ih", "list"), ("w_ih", "nc"),
-              ("w_hh", "none"), ("w_hh", "flat"), ("w_hh", "list"), ("w_hh", "str"), ("w_hh", "f64"),
-              ("w_hh", "ndim"), ("w_hh", "shape"), ("w_hh", "nc"),
-              ("b_ih", "shape"), ("b_ih", "f64"), ("b_hh", "ndim"), ("b_hh", "list"),
-              ("h0", "shape"), ("h0", "f64"), ("h0", "flat"),
-              ("lengths", "int64"), ("lengths", "shape"), ("lengths", "range"), ("lengths", "f64")]
-    fwd_only = [("y", "none"), ("y", "shape"), ("y", "readonly"), ("y", "f64"), ("y", "nc"),
-                ("hn", "shape"), ("hn", "readonly"), ("gates", "shape"), ("gates", "readonly"),
-                ("hprev", "none"), ("hprev", "shape")]
-    bwd_only = [("gates", "none"), ("gates", "shape"), ("hprev", "none"), ("hprev", "f64"),
-                ("dy", "none"), ("dy", "shape"), ("dy", "f64"), ("dhn", "shape"), ("dx", "shape"),
-                ("dx", "readonly"), ("dh0", "shape"), ("dh0", "readonly"),
-                ("g_w_ih", "none"), ("g_w_ih", "shape"), ("g_w_hh", "none"), ("g_w_hh", "readonly"),
-                ("g_b_ih", "f64"), ("g_b_hh", "shape")]
-    lstm_fwd = [("c0", "shape"), ("cn", "shape"), ("tape_c", "none"), ("tape_c", "shape")]
-    lstm_bwd = [("c0", "shape"), ("tape_c", "none"), ("dcn", "shape"), ("dc0", "shape")]
-    gru_fwd = [("extra", "none"), ("extra", "shape")]
-    gru_bwd = [("extra", "none"), ("extra", "f64")]
-    for entry in ("forward", "backward"):
-        for cell in ("lstm", "gru", "rnn"):
-            items = common + (fwd_only if entry == "forward" else bwd_only)
+    """case id -> (entry, cell, path, breaking or ("set", value), regex the message must hold or None)."""
+    cases = {}
+    for entry, table in (("forward", FWD_ARRAYS), ("backward", BWD_ARRAYS)):
+        for cell in CELLS:
+            for path, (name, required, written) in table.items():
+                if (name in _LSTM_ONLY and cell != "lstm") or (name in _GRU_ONLY and cell != "gru"):
+                    continue
+                hows = ["f64", "shape"] + (["none"] if required else []) + (["readonly"] if written else [])
+                if name in _KEY_ARRAYS:
+                    hows += ["ndim", "list", "nc"]
+                if name == "lengths":
+                    hows = ["int64", "range", "shape", "ndim", "list", "nc"]
+                for how in hows:
+                    rx = _word(name)
+                    if name == "x" and how in ("none", "list"):
+                        rx = None  # pybind11's "incompatible function arguments"
+                    elif name == "x" and how == "shape":
+                        rx = r"(?<![\w])x(?![\w])|weight_ih"  # I is read from x
+                    cases[f"{entry}-{cell}-{name.replace(' ', '_')}-{how}"] = (entry, cell, path, how, rx)
+            # spec entries, tuple arguments, other scalars
+            own = {"lstm": 0, "gru": 1, "rnn": 2}[cell]
+            for kind in range(7):
+                if kind != own and not (cell == "rnn" and kind == 3):
+                    cases[f"{entry}-{cell}-spec_kind-{kind}"] = (entry, cell, (0, 0), ("set", kind), None)
+            cases[f"{entry}-{cell}-spec_kind-99"] = (entry, cell, (0, 0), ("set", 99), r"kind.*99")
+            cases[f"{entry}-{cell}-spec_kind-str"] = (entry, cell, (0, 0), ("set", "lstm"), r"kind")
+            cases[f"{entry}-{cell}-spec_threads-str"] = (entry, cell, (0, 5), ("set", "2"), r"threads")
+            cases[f"{entry}-{cell}-spec_threads-huge"] = (entry, cell, (0, 5), ("set", 2 ** 40), r"threads")
+            cases[f"{entry}-{cell}-spec_hidden-0"] = (entry, cell, (0, 8), ("set", 0), r"hidden")
+            cases[f"{entry}-{cell}-spec_hidden-H+1"] = (entry, cell, (0, 8), ("set", BH + 1), None)
+            cases[f"{entry}-{cell}-spec_batch_first-True"] = (entry, cell, (0, 4), ("set", True), None)
+            cases[f"{entry}-{cell}-spec-short"] = (entry, cell, (0,), ("slice", SPEC_LEN - 1), r"spec")
+            cases[f"{entry}-{cell}-weights-short"] = (entry, cell, (2,), ("slice", W_LEN - 1), r"weights")
+            cases[f"{entry}-{cell}-weights-None"] = (entry, cell, (2,), ("set", None), None)
+            tape_at = 9 if entry == "forward" else 6
+            cases[f"{entry}-{cell}-tape-short"] = (entry, cell, (tape_at,), ("slice", TAPE_LEN - 1), r"tape")
+            cases[f"{entry}-{cell}-tape-int"] = (entry, cell, (tape_at,), ("set", 5), r"tape")
+            if entry == "backward":
+                cases[f"{entry}-{cell}-tape-None"] = (entry, cell, (6,), ("set", None), r"tape")
+                cases[f"{entry}-{cell}-grads-short"] = (entry, cell, (14,), ("slice", W_LEN - 1), r"grads")
+                cases[f"{entry}-{cell}-grads-None"] = (entry, cell, (14,), ("set", None), None)
+                cases[f"{entry}-{cell}-dx_accumulate-str"] = (entry, cell, (11,), ("set", "yes"), None)
             if cell == "lstm":
-                items = items + (lstm_fwd if entry == "forward" else lstm_bwd)
-            if cell == "gru":
-                items = items + (gru_fwd if entry == "forward" else gru_bwd)
-            for key, how in items:
-                name = ARG_NAME[key]
-                if key == "x" and how in ("none", "list"):
-                    rx = None  # pybind11's "incompatible function arguments"
-                elif key == "w_hh" and how == "shape":
-                    # H is read from weight_hh, so either weight may be blamed
-                    rx = r"weight_(ih|hh)"
-                else:
-                    rx = r"(?<![\w])" + re.escape(name) + r"(?![\w])"
-                cases.append((entry, cell, key, how, rx))
-            # scalar arguments
-            cases.append((entry, cell, "kind", 7, r"kind.*7"))
-            cases.append((entry, cell, "kind", -1, r"kind.*-1"))
-            cases.append((entry, cell, "kind", "lstm", None))
-            cases.append((entry, cell, "threads", "2", None))
-            cases.append((entry, cell, "batch_first", True, r"(?<![\w])h0(?![\w])"))
-            if cell == "lstm":
-                cases.append((entry, cell, "peephole", True, r"weight_ch"))
+                cases[f"{entry}-{cell}-spec_peephole-True"] = (entry, cell, (0, 1), ("set", True),
+                                                               r"weight_ch")
     return cases
 
 
-BINDING_CASES = {f"{e}-{c}-{k}-{h}": (e, c, k, h, rx) for e, c, k, h, rx in _binding_cases()}
-# direction arguments: their message must show the values that came
-DIRECTION_CASES = {f"{e}-lstm-{k}-{v}": (e, "lstm", k, v, None)
-                   for e in ("forward", "backward") for k, v in (("num_dirs", 3), ("num_dirs", 0),
-                                                                 ("dir", 1), ("dir", -1))}
+BINDING_CASES = _binding_cases()
+# direction entries of spec: the message must show the values that came
+DIRECTION_CASES = {f"{e}-lstm-spec_{SPEC[i]}-{v}": (e, "lstm", (0, i), ("set", v), None)
+                   for e in ("forward", "backward") for i, v in ((6, 3), (6, 0), (7, 1), (7, -1))}
 ALL_BINDING_CASES = {**BINDING_CASES, **DIRECTION_CASES}
 
 
-def _run_one_binding_case(case_id):
-    """Build valid arguments, break one, call; return (exception type, message) or None."""
-    entry, cell, key, how, _ = ALL_BINDING_CASES[case_id]
-    if entry == "forward":
-        a, order, fn = _fwd_args(cell), FWD_ORDER, _core.forward_f32
+def _run_one_binding_case(case_id, captured):
+    """Break one argument of the captured call; return (exception type, message) or None."""
+    entry, cell, path, how, _ = ALL_BINDING_CASES[case_id]
+    fwd, bwd = captured[cell]
+    args, fn = (fwd, _core.forward_f32) if entry == "forward" else (bwd, _core.backward_f32)
+    fn(*_deep_copy(args))  # the unbroken call works
+    args = _deep_copy(args)
+    if isinstance(how, tuple) and how[0] == "set":
+        value = how[1]
+    elif isinstance(how, tuple) and how[0] == "slice":
+        value = _get(args, path)[:how[1]]
     else:
-        a, order, fn = _bwd_args(cell), BWD_ORDER, _core.backward_f32
-    _call(fn, order, dict(a))  # the unbroken call works
-    if key in ("kind", "threads", "batch_first", "peephole", "num_dirs", "dir"):
-        a[key] = how
-    else:
-        a[key] = _break(a[key], how)
+        value = _break(_get(args, path), how)
+    args = _replace(args, path, value)
     try:
-        _call(fn, order, a)
+        fn(*args)
     except Exception as e:  # noqa: BLE001 - the type is what is being tested
         return type(e).__name__, str(e)[:2000]
     return None
@@ -1050,9 +1092,13 @@ def _run_one_binding_case(case_id):
 
 def _binding_worker(case_ids):
     """Child process: run the cases in order, one JSON line each, flushed."""
+    captured = {}
     for cid in case_ids:
+        cell = ALL_BINDING_CASES[cid][1]
+        if cell not in captured:
+            captured[cell] = _capture(cell)
         print(json.dumps({"start": cid}), flush=True)
-        r = _run_one_binding_case(cid)
+        r = _run_one_binding_case(cid, captured)
         out = {"id": cid, "raised": r is not None}
         if r is not None:
             out["type"], out["msg"] = r
@@ -1060,6 +1106,7 @@ def _binding_worker(case_ids):
 
 
 _BINDING_RESULTS = None
+_WORKER_TIMEOUT = 120  # seconds for one child process
 
 
 def _run_binding_cases():
@@ -1078,13 +1125,13 @@ def _run_binding_cases():
     while pending:
         try:
             proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--binding-worker", *pending],
-                                  capture_output=True, text=True, timeout=120, env=env)
-            out, err, rc_ = proc.stdout, proc.stderr, proc.returncode
-            died = "crashed (exit status %d)" % rc_
+                                  capture_output=True, text=True, timeout=_WORKER_TIMEOUT, env=env)
+            out, err, code = proc.stdout, proc.stderr, proc.returncode
+            died = f"crashed (exit status {code})"
         except subprocess.TimeoutExpired as e:
             out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
             err = e.stderr.decode() if isinstance(e.stderr, bytes) else (e.stderr or "")
-            rc_, died = None, "hung (no answer in 120 s)"
+            code, died = None, f"hung (no answer in {_WORKER_TIMEOUT} s)"
         started = None
         for line in out.splitlines():
             try:
@@ -1096,10 +1143,9 @@ def _run_binding_cases():
             else:
                 results[rec["id"]] = rec
                 started = None
-        done = [c for c in pending if c in results]
-        if started is None and rc_ == 0 and len(done) == len(pending):
+        if code == 0 and all(c in results for c in pending):
             break
-        if started is None:  # died before the first case: report it on all of them
+        if started is None:  # died outside any case: report it on all that are left
             for c in pending:
                 results.setdefault(c, {"id": c, "died": f"worker failed: {died}\n{err[-2000:]}"})
             break
@@ -1109,11 +1155,16 @@ def _run_binding_cases():
     return results
 
 
+def _describe(entry, path, how):
+    what = "spec[" + SPEC[path[1]] + "]" if path[0] == 0 and len(path) == 2 else f"arg{list(path)}"
+    return f"_core.{entry}_f32(... {what} <- {how!r} ...)"
+
+
 @pytest.mark.parametrize("case_id", list(BINDING_CASES))
 def test_private_binding_rejects_bad_argument(case_id):
-    entry, cell, key, how, rx = BINDING_CASES[case_id]
+    entry, cell, path, how, rx = BINDING_CASES[case_id]
     rec = _run_binding_cases()[case_id]
-    call = f"_core.{entry}_f32(... {key}={how!r} ...) [{cell}]"
+    call = f"{_describe(entry, path, how)} [{cell}]"
     assert "died" not in rec, f"{call} {rec.get('died')}"
     assert rec["raised"], f"{call} accepted the bad argument silently"
     assert rec["type"] in ("ValueError", "TypeError"), f"{call} raised {rec['type']}: {rec['msg']}"
@@ -1123,28 +1174,38 @@ def test_private_binding_rejects_bad_argument(case_id):
 
 @pytest.mark.parametrize("case_id", list(DIRECTION_CASES))
 def test_private_binding_direction_message_shows_values(case_id):
-    entry, cell, key, value, _ = DIRECTION_CASES[case_id]
+    entry, cell, path, (_, value), _ = DIRECTION_CASES[case_id]
+    key = SPEC[path[1]]
     rec = _run_binding_cases()[case_id]
-    call = f"_core.{entry}_f32(... {key}={value!r} ...)"
+    call = _describe(entry, path, value)
     assert "died" not in rec, f"{call} {rec.get('died')}"
     assert rec["raised"] and rec["type"] == "ValueError", f"{call}: {rec}"
     assert re.search(rf"\b{key}\b", rec["msg"]) and re.search(rf"(?<![\w-]){value}(?!\d)", rec["msg"]), \
         f"{call}: message should name {key} and show {value}: {rec['msg']!r}"
 
 
-def test_private_binding_valid_arguments_match_the_layer():
-    # the mimicked arguments really are what the layer passes: same y and hn
-    for cell, cls in (("lstm", rc.LSTM), ("gru", rc.GRU), ("rnn", rc.RNN)):
-        a = _fwd_args(cell, train=False)
-        a["lengths"] = None
-        _call(_core.forward_f32, FWD_ORDER, a)
-        layer = cls(BI, BH)
-        layer.params.update(weight_ih_l0=a["w_ih"], weight_hh_l0=a["w_hh"],
-                            bias_ih_l0=a["b_ih"], bias_hh_l0=a["b_hh"])
-        state = (a["h0"][None], a["c0"][None]) if cell == "lstm" else a["h0"][None]
-        y, st = layer(a["x"], state=state)
-        assert_allclose(y, a["y"], rtol=1e-6, atol=1e-6)
-        assert_allclose(st[0][0] if cell == "lstm" else st[0], a["hn"], rtol=1e-6, atol=1e-6)
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_private_binding_layout_is_known(cell):
+    # if this fails, bindings.cpp changed its argument layout: update the tables above
+    fwd, bwd = _capture(cell)
+    assert len(fwd) == FWD_LEN and len(bwd) == BWD_LEN
+    assert len(fwd[0]) == SPEC_LEN and fwd[0][8] == BH and fwd[0][6] == 1 and fwd[0][7] == 0
+    assert len(fwd[2]) == W_LEN and len(fwd[9]) == TAPE_LEN
+    assert len(bwd[2]) == W_LEN and len(bwd[6]) == TAPE_LEN and len(bwd[14]) == W_LEN
+    assert isinstance(bwd[11], bool)
+    for entry, args, table in (("forward", fwd, FWD_ARRAYS), ("backward", bwd, BWD_ARRAYS)):
+        for path, (name, _, _) in table.items():
+            v = _get(args, path)
+            used = not ((name in _LSTM_ONLY and cell != "lstm") or (name in _GRU_ONLY and cell != "gru"))
+            assert isinstance(v, np.ndarray) == used, f"{entry} {path} ({name}): {type(v).__name__}"
+    # and the captured call reproduces the layer
+    y = np.empty_like(fwd[6])
+    _core.forward_f32(*_replace(_deep_copy(fwd), (6,), y))
+    layer = CELLS[cell](BI, BH, seed=0)
+    h = np.random.default_rng(1).standard_normal((1, BB, BH)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((BT, BB, BI)).astype(np.float32)
+    y_layer, _ = layer(x, state=(h, h.copy()) if cell == "lstm" else h, lengths=[BT, 3, 1])
+    assert_allclose(y, y_layer, rtol=1e-6, atol=1e-6)
 
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "--binding-worker":

@@ -59,25 +59,41 @@ struct Common {
 
 // spec = (kind, peephole, reset_after, reverse, batch_first, threads, num_dirs,
 //         dir, hidden, delays, periods, step0)
+template <typename V>
+V SpecItem(const py::tuple& spec, size_t i, const char* name) {
+  try {
+    return spec[i].cast<V>();
+  } catch (const py::cast_error&) {
+    throw py::type_error("spec[" + std::to_string(i) + "] (" + name + ") has the wrong type: got " +
+                         std::string(py::str(py::type::of(spec[i]).attr("__name__"))) + " " +
+                         std::string(py::repr(spec[i])));
+  }
+}
+
 void MakeCommon(const py::tuple& spec, const py::array& x, Common* c) {
-  if (spec.size() != 12) throw py::value_error("spec must have 12 entries");
-  const int kind = spec[0].cast<int>();
+  if (spec.size() != 12)
+    throw py::value_error("spec must have 12 entries, got " + std::to_string(spec.size()));
+  const int kind = SpecItem<int>(spec, 0, "kind");
   if (kind < 0 || kind > 6) throw py::value_error("unknown cell kind " + std::to_string(kind));
   c->cell.kind = static_cast<CellKind>(kind);
-  c->cell.peephole = spec[1].cast<bool>();
-  c->cell.reset_after = spec[2].cast<bool>();
-  c->pb.reverse = spec[3].cast<bool>();
-  c->batch_first = spec[4].cast<bool>();
-  c->pb.threads = spec[5].cast<int>();
-  c->D = spec[6].cast<int>();
-  c->dir = spec[7].cast<int>();
-  const int hidden = spec[8].cast<int>();
-  c->delays = spec[9].cast<std::vector<int32_t>>();
-  c->periods = spec[10].cast<std::vector<int32_t>>();
-  c->cell.step0 = spec[11].cast<int64_t>();
+  c->cell.peephole = SpecItem<bool>(spec, 1, "peephole");
+  c->cell.reset_after = SpecItem<bool>(spec, 2, "reset_after");
+  c->pb.reverse = SpecItem<bool>(spec, 3, "reverse");
+  c->batch_first = SpecItem<bool>(spec, 4, "batch_first");
+  c->pb.threads = SpecItem<int>(spec, 5, "threads");
+  c->D = SpecItem<int>(spec, 6, "num_dirs");
+  c->dir = SpecItem<int>(spec, 7, "dir");
+  const int hidden = SpecItem<int>(spec, 8, "hidden");
+  c->delays = SpecItem<std::vector<int32_t>>(spec, 9, "delays");
+  c->periods = SpecItem<std::vector<int32_t>>(spec, 10, "periods");
+  c->cell.step0 = SpecItem<int64_t>(spec, 11, "step0");
   c->G = NumGates(c->cell);
   if (hidden < 1) throw py::value_error("hidden_size must be >= 1");
-  if (c->D < 1 || c->D > 2 || c->dir < 0 || c->dir >= c->D) throw py::value_error("bad direction index");
+  if (c->D < 1 || c->D > 2)
+    throw py::value_error("spec[6] (num_dirs) must be 1 or 2, got " + std::to_string(c->D));
+  if (c->dir < 0 || c->dir >= c->D)
+    throw py::value_error("spec[7] (dir) must be in [0, " + std::to_string(c->D) + "), got " +
+                          std::to_string(c->dir));
   if (c->cell.kind == CellKind::kSkip) {
     if (c->delays.empty()) throw py::value_error("delays must not be empty");
     for (size_t i = 0; i < c->delays.size(); ++i) {
@@ -162,7 +178,7 @@ std::vector<T*> DelayMats(const py::object& o, const Common& c, const char* name
 template <typename T>
 Weights<T> GetWeights(const Common& c, const py::tuple& w, std::vector<T*>* wd) {
   // w = (w_ih, w_hh or list of per-delay w_hh, b_ih, b_hh, w_ch, alpha)
-  if (w.size() != 6) throw py::value_error("weights must have 6 entries");
+  if (w.size() != 6) throw py::value_error("weights must have 6 entries, got " + std::to_string(w.size()));
   const int64_t H = c.pb.H, GH = c.G * H;
   Weights<T> out;
   out.w_ih = Ptr<T>(w[0], "weight_ih", {GH, c.pb.I}, false, false);
@@ -182,7 +198,7 @@ Weights<T> GetWeights(const Common& c, const py::tuple& w, std::vector<T*>* wd) 
 
 template <typename T>
 Grads<T> GetGrads(const Common& c, const Weights<T>& w, const py::tuple& g, std::vector<T*>* gd) {
-  if (g.size() != 6) throw py::value_error("grads must have 6 entries");
+  if (g.size() != 6) throw py::value_error("grads must have 6 entries, got " + std::to_string(g.size()));
   const int64_t H = c.pb.H, GH = c.G * H;
   Grads<T> out;
   out.w_ih = Ptr<T>(g[0], "grad weight_ih", {GH, c.pb.I}, true, false);
@@ -204,8 +220,11 @@ template <typename T>
 Tape<T> GetTape(const Common& c, const py::object& o, bool write) {
   Tape<T> t;
   if (o.is_none()) return t;
-  const py::tuple tp = o.cast<py::tuple>();
-  if (tp.size() != 4) throw py::value_error("tape must have 4 entries");
+  if (!py::isinstance<py::tuple>(o))
+    throw py::type_error("tape must be a tuple (gates, hprev, c, extra) or None, got " +
+                         std::string(py::str(py::type::of(o).attr("__name__"))));
+  const py::tuple tp = py::reinterpret_borrow<py::tuple>(o);
+  if (tp.size() != 4) throw py::value_error("tape must have 4 entries, got " + std::to_string(tp.size()));
   const int64_t H = c.pb.H;
   t.gates = Ptr<T>(tp[0], "tape gates", SeqShape(c, c.G * H), write, false);
   std::vector<int64_t> hs = SeqShape(c, H);

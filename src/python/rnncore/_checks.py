@@ -26,6 +26,8 @@ def check_int(name: str, value, minimum: int | None = None) -> int:
 
 
 def check_dtype(dtype) -> np.dtype:
+    if dtype is None:
+        raise TypeError("dtype must be float32 or float64, got None")
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -38,6 +40,8 @@ def check_dtype(dtype) -> np.dtype:
 def as_real_array(name: str, a, dtype: np.dtype) -> np.ndarray:
     """``a`` as a C-contiguous array of ``dtype``; integers and floats convert,
     anything else (bool, complex, object, strings) is a TypeError."""
+    if a is None:
+        raise TypeError(f"{name} must be a numeric array, got None")
     if isinstance(a, np.ndarray):
         arr = a
     else:
@@ -48,7 +52,7 @@ def as_real_array(name: str, a, dtype: np.dtype) -> np.ndarray:
     kind = arr.dtype.kind
     if kind not in "fiu":
         raise TypeError(f"{name} must be a real numeric array (float or int), got dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    return np.asarray(arr, dtype=dtype, order="C")
 
 
 def check_shape(name: str, arr: np.ndarray, expected: tuple, letters: tuple | None = None) -> None:

@@ -120,9 +120,9 @@ class _Recurrent:
                 raise TypeError(f"{what}[{name!r}] must be a numpy {self.dtype} array, got {got}")
             if a.shape != shape:
                 raise ValueError(f"{what}[{name!r}] must be {shape_str(shape)}, got {shape_str(a.shape)}")
+            if what == "grads" and not (a.flags.c_contiguous and a.flags.writeable):
+                raise ValueError(f"grads[{name!r}] must be a writable C-contiguous array")
             if not a.flags.c_contiguous:
-                if what == "grads":
-                    raise ValueError(f"grads[{name!r}] must be C-contiguous")
                 a = np.ascontiguousarray(a)
             out[role] = a
         return out
@@ -142,6 +142,23 @@ class _Recurrent:
     def frozen_params(self) -> set:
         """Names of parameters optimizers must leave unchanged."""
         return set()
+
+    def get_config(self) -> dict:
+        """Constructor arguments (JSON-able); parameters are saved separately."""
+        cfg = {"input_size": self.input_size, "hidden_size": self.hidden_size,
+               "num_layers": self.num_layers, "bias": self.bias, "batch_first": self.batch_first,
+               "dropout": self.dropout, "bidirectional": self.bidirectional,
+               "dtype": self.dtype.name, "seed": self.seed}
+        cfg.update(self._extra_config())
+        return cfg
+
+    def _extra_config(self) -> dict:
+        return {}
+
+    def to_torch(self):
+        """The equivalent torch.nn module with these weights (LSTM, GRU, RNN)."""
+        from .io import to_torch
+        return to_torch(self)
 
     def project_params(self) -> None:
         """Put parameters back in their domain after an update (no-op here)."""
@@ -196,7 +213,17 @@ class _Recurrent:
             raise ValueError(f"x must have at least one time step, got T = 0 (shape {shape_str(x.shape)})")
         if B < 1:
             raise ValueError(f"x must have at least one batch row, got B = 0 (shape {shape_str(x.shape)})")
-        return x, T, B, as_lengths(lengths, B, T)
+        lens = as_lengths(lengths, B, T)
+        if lens is not None and int(lens.min()) < T:
+            # padding is never read as input, but 0 * NaN in the weight-gradient
+            # products would be: keep non-finite padding out
+            pad = np.arange(T)[:, None] >= lens[None, :]
+            if self.batch_first:
+                pad = pad.T
+            if not np.isfinite(x[pad]).all():
+                x = x.copy()
+                x[pad] = 0
+        return x, T, B, lens
 
     def _seq_shape(self, T, B, width):
         return (B, T, width) if self.batch_first else (T, B, width)
@@ -296,8 +323,10 @@ class _Recurrent:
         dx : array (T, B, I) (or (B, T, I))
         dstate0 : gradient w.r.t. the initial state (zeros' gradient if None was given)
         """
-        if not isinstance(tape, Tape) or tape.layer is not self:
-            raise TypeError("tape must be the Tape returned by this layer's forward()")
+        if not isinstance(tape, Tape):
+            raise TypeError(f"tape must be the Tape returned by this layer's forward(), got {type(tape).__name__}")
+        if tape.layer is not self:
+            raise TypeError("tape must be the Tape returned by this layer's forward(), got another layer's")
         T, B = tape.shape
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         dy = as_real_array("dy", dy, self.dtype)
@@ -371,6 +400,9 @@ class LSTM(_Recurrent):
     def _extra_repr(self):
         return ", peephole=True" if self.peephole else ""
 
+    def _extra_config(self):
+        return {"peephole": self.peephole}
+
 
 class GRU(_Recurrent):
     """Gated recurrent unit layer, as ``torch.nn.GRU``.
@@ -398,6 +430,9 @@ class GRU(_Recurrent):
     def _extra_repr(self):
         return "" if self.reset_after else ", reset_after=False"
 
+    def _extra_config(self):
+        return {"reset_after": self.reset_after}
+
 
 class RNN(_Recurrent):
     """Elman layer, as ``torch.nn.RNN``: ``h_t = phi(W_ih x + b_ih + W_hh h + b_hh)``,
@@ -417,6 +452,9 @@ class RNN(_Recurrent):
 
     def _extra_repr(self):
         return f", nonlinearity={self.nonlinearity!r}"
+
+    def _extra_config(self):
+        return {"nonlinearity": self.nonlinearity}
 
 
 def _alphas(alpha, timescales, H: int, dtype) -> np.ndarray:
@@ -502,6 +540,9 @@ class LeakyRNN(_Recurrent):
     def _extra_repr(self):
         return f", learn_alpha={self.learn_alpha}"
 
+    def _extra_config(self):
+        return {"learn_alpha": self.learn_alpha}  # alpha itself is a parameter
+
 
 class SkipRNN(_Recurrent):
     """Recurrent connections of several delays (Deep Learning 10.9.1, 10.9.3):
@@ -558,6 +599,9 @@ class SkipRNN(_Recurrent):
 
     def _extra_repr(self):
         return f", delays={self.delays}"
+
+    def _extra_config(self):
+        return {"delays": list(self.delays)}
 
 
 class ClockworkRNN(_Recurrent):
@@ -628,3 +672,6 @@ class ClockworkRNN(_Recurrent):
 
     def _extra_repr(self):
         return f", periods={self.periods}"
+
+    def _extra_config(self):
+        return {"periods": list(self.periods)}

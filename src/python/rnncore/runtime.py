@@ -8,6 +8,7 @@ scikit-learn's convention: ``None`` the default (all cores, or
 from __future__ import annotations
 
 import glob
+import numbers
 import os
 import sys
 import threading
@@ -57,8 +58,9 @@ def set_num_threads(n: int | None = None) -> None:
         ``k - 1``, a positive count otherwise. ``0`` is an error.
     """
     global _threads
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int)):
-        raise TypeError(f"n must be an int or None, got {type(n).__name__}")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral)):
+        raise TypeError(f"n must be an int or None, got {type(n).__name__} {n!r}")
+    n = None if n is None else int(n)
     if n == 0:
         raise ValueError("n must be a positive thread count, -1 (all cores) or None, got 0")
     if n is None:
