@@ -65,22 +65,39 @@ void PackBwd(const T* w, int H, int m0, int M, T* out) {
 }
 
 // acc[r][g] = sum_k rows[r][k] * wp[k][g][:]: R batch rows times G gate vectors
-// of one unit block, in registers.
-// With kAdd the products are added to acc instead.
+// of one unit block, in registers. With kAdd the products are added to acc.
+// Fewer than eight accumulators would leave the FMA latency exposed (batch 1,
+// one gate): K is then split over U partial sums.
 template <typename T, int G, int R, bool kAdd = false>
 inline void Prod(const T* const* rows, int K, const T* wp, Vec<T> (&acc)[R][G]) {
   constexpr int W = Vec<T>::kW;
-  if (!kAdd)
+  constexpr int U = (R * G >= 8) ? 1 : (8 + R * G - 1) / (R * G);
+  Vec<T> part[U][R][G];
+  for (int u = 0; u < U; ++u)
     for (int r = 0; r < R; ++r)
-      for (int g = 0; g < G; ++g) acc[r][g] = Zero<T>();
-  for (int k = 0; k < K; ++k) {
-    Vec<T> w[G];
-    for (int g = 0; g < G; ++g) w[g] = Load(wp + (static_cast<int64_t>(k) * G + g) * W);
-    for (int r = 0; r < R; ++r) {
-      const Vec<T> a = Set1(rows[r][k]);
-      for (int g = 0; g < G; ++g) acc[r][g] = Fma(a, w[g], acc[r][g]);
+      for (int g = 0; g < G; ++g) part[u][r][g] = Zero<T>();
+  int k = 0;
+  for (; k + U <= K; k += U)
+    for (int u = 0; u < U; ++u) {
+      Vec<T> w[G];
+      for (int g = 0; g < G; ++g) w[g] = Load(wp + (static_cast<int64_t>(k + u) * G + g) * W);
+      for (int r = 0; r < R; ++r) {
+        const Vec<T> a = Set1(rows[r][k + u]);
+        for (int g = 0; g < G; ++g) part[u][r][g] = Fma(a, w[g], part[u][r][g]);
+      }
+    }
+  for (; k < K; ++k) {
+    for (int g = 0; g < G; ++g) {
+      const Vec<T> w = Load(wp + (static_cast<int64_t>(k) * G + g) * W);
+      for (int r = 0; r < R; ++r) part[0][r][g] = Fma(Set1(rows[r][k]), w, part[0][r][g]);
     }
   }
+  for (int r = 0; r < R; ++r)
+    for (int g = 0; g < G; ++g) {
+      Vec<T> sum = part[0][r][g];
+      for (int u = 1; u < U; ++u) sum = sum + part[u][r][g];
+      acc[r][g] = kAdd ? acc[r][g] + sum : sum;
+    }
 }
 
 // Calls f(r0, integral_constant<R'>) over tiles of R batch rows, the tail with
