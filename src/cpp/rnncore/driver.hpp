@@ -265,7 +265,7 @@ void Forward(const FwdArgs<T>& a) {
 
   // 1. The input projection of all N rows at once.
   Gemm<T>(false, true, static_cast<int>(N), static_cast<int>(GH), I, T(1), a.x.p,
-          static_cast<int>(a.x.ld), a.w.w_ih, I, T(0), c.gates.p, static_cast<int>(GH));
+          static_cast<int>(a.x.ld), a.w.w_ih, I, T(0), c.gates.p, static_cast<int>(GH), pb.threads);
 
   // 2. The recurrent weights repacked once for this call.
   if (gru_v1) {
@@ -457,30 +457,30 @@ void Backward(const BwdArgs<T>& a) {
   const T beta_dx = a.dx_accumulate ? T(1) : T(0);
   if (gru_ra) {
     const int h2 = 2 * H;
-    Gemm<T>(true, false, h2, I, n, T(1), c.dg.p, gh, X, ldx, T(1), a.g.w_ih, I);
-    Gemm<T>(true, false, H, I, n, T(1), c.dnx.p, H, X, ldx, T(1), a.g.w_ih + static_cast<int64_t>(h2) * I, I);
+    Gemm<T>(true, false, h2, I, n, T(1), c.dg.p, gh, X, ldx, T(1), a.g.w_ih, I, pb.threads);
+    Gemm<T>(true, false, H, I, n, T(1), c.dnx.p, H, X, ldx, T(1), a.g.w_ih + static_cast<int64_t>(h2) * I, I, pb.threads);
     if (a.dx.p) {
-      Gemm<T>(false, false, n, I, h2, T(1), c.dg.p, gh, a.w.w_ih, I, beta_dx, a.dx.p, ldd);
-      Gemm<T>(false, false, n, I, H, T(1), c.dnx.p, H, a.w.w_ih + static_cast<int64_t>(h2) * I, I, T(1), a.dx.p, ldd);
+      Gemm<T>(false, false, n, I, h2, T(1), c.dg.p, gh, a.w.w_ih, I, beta_dx, a.dx.p, ldd, pb.threads);
+      Gemm<T>(false, false, n, I, H, T(1), c.dnx.p, H, a.w.w_ih + static_cast<int64_t>(h2) * I, I, T(1), a.dx.p, ldd, pb.threads);
     }
-    Gemm<T>(true, false, gh, H, n, T(1), c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H);
+    Gemm<T>(true, false, gh, H, n, T(1), c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H, pb.threads);
     if (a.g.b_ih) {
       ColSums(c.dg.p, N, GH, 2 * H, a.g.b_ih);
       ColSums(c.dnx.p, N, H, H, a.g.b_ih + 2 * H);
     }
     if (a.g.b_hh) ColSums(c.dg.p, N, GH, GH, a.g.b_hh);
   } else {
-    Gemm<T>(true, false, gh, I, n, T(1), c.dg.p, gh, X, ldx, T(1), a.g.w_ih, I);
-    if (a.dx.p) Gemm<T>(false, false, n, I, gh, T(1), c.dg.p, gh, a.w.w_ih, I, beta_dx, a.dx.p, ldd);
+    Gemm<T>(true, false, gh, I, n, T(1), c.dg.p, gh, X, ldx, T(1), a.g.w_ih, I, pb.threads);
+    if (a.dx.p) Gemm<T>(false, false, n, I, gh, T(1), c.dg.p, gh, a.w.w_ih, I, beta_dx, a.dx.p, ldd, pb.threads);
     if (gru_v1) {
-      Gemm<T>(true, false, 2 * H, H, n, T(1), c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H);
+      Gemm<T>(true, false, 2 * H, H, n, T(1), c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H, pb.threads);
       Gemm<T>(true, false, H, H, n, T(1), c.dg.p + 2 * H, gh, a.tape.extra, H, T(1),
-              a.g.w_hh + static_cast<int64_t>(2 * H) * H, H);
+              a.g.w_hh + static_cast<int64_t>(2 * H) * H, H, pb.threads);
     } else if (skip) {
       for (int q = 0; q < a.cell.n_delays; ++q)
-        Gemm<T>(true, false, H, H, n, T(1), c.dg.p, gh, a.tape.hprev + q * N * H, H, T(1), a.g.w_hh_d[q], H);
+        Gemm<T>(true, false, H, H, n, T(1), c.dg.p, gh, a.tape.hprev + q * N * H, H, T(1), a.g.w_hh_d[q], H, pb.threads);
     } else {
-      Gemm<T>(true, false, gh, H, n, T(1), c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H);
+      Gemm<T>(true, false, gh, H, n, T(1), c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H, pb.threads);
     }
     if (a.g.b_ih) ColSums(c.dg.p, N, GH, GH, a.g.b_ih);
     if (a.g.b_hh) ColSums(c.dg.p, N, GH, GH, a.g.b_hh);

@@ -2,9 +2,12 @@
 // uses the OpenBLAS that the scipy-openblas32 wheel ships, found by Python.
 #include "rnncore/gemm.hpp"
 
+#include "rnncore/threading.hpp"
+
 #include <dlfcn.h>
 
 #include <algorithm>
+#include <type_traits>
 #include <mutex>
 #include <vector>
 
@@ -57,31 +60,54 @@ void GemmLoop(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int ld
   }
 }
 
+template <typename T>
+void GemmSerial(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b,
+                int ldb, T beta, T* c, int ldc) {
+  if (m <= 0 || n <= 0) return;
+  if constexpr (std::is_same<T, float>::value) {
+    if (g_blas.sgemm && k > 0) {
+      g_blas.sgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, n, k, alpha, a,
+                   lda, b, ldb, beta, c, ldc);
+      return;
+    }
+  } else {
+    if (g_blas.dgemm && k > 0) {
+      g_blas.dgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, n, k, alpha, a,
+                   lda, b, ldb, beta, c, ldc);
+      return;
+    }
+  }
+  GemmLoop(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
 }  // namespace
 
-template <>
-void Gemm<float>(bool ta, bool tb, int m, int n, int k, float alpha, const float* a, int lda,
-                 const float* b, int ldb, float beta, float* c, int ldc) {
+template <typename T>
+void Gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, const T* b, int ldb,
+          T beta, T* c, int ldc, int threads) {
   if (m <= 0 || n <= 0) return;
-  if (g_blas.sgemm && k > 0) {
-    g_blas.sgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, n, k, alpha, a, lda,
-                 b, ldb, beta, c, ldc);
-  } else {
-    GemmLoop(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  // rows of C per thread in multiples of 16, and enough work to pay for a team
+  const int64_t work = static_cast<int64_t>(m) * n * (k > 0 ? k : 1);
+  int nt = threads < 1 ? 1 : threads;
+  if (nt > m / 16) nt = m / 16;
+  if (work < (int64_t(1) << 21)) nt = 1;
+  if (nt <= 1) {
+    GemmSerial(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
   }
+  RunTeam(nt, [&](int tid, int team) {
+    const int m0 = static_cast<int>(static_cast<int64_t>(m) * tid / team / 16 * 16);
+    const int m1 = tid + 1 == team ? m : static_cast<int>(static_cast<int64_t>(m) * (tid + 1) / team / 16 * 16);
+    if (m1 <= m0) return;
+    const T* as = ta ? a + m0 : a + static_cast<int64_t>(m0) * lda;
+    GemmSerial(ta, tb, m1 - m0, n, k, alpha, as, lda, b, ldb, beta, c + static_cast<int64_t>(m0) * ldc, ldc);
+  });
 }
 
-template <>
-void Gemm<double>(bool ta, bool tb, int m, int n, int k, double alpha, const double* a, int lda,
-                  const double* b, int ldb, double beta, double* c, int ldc) {
-  if (m <= 0 || n <= 0) return;
-  if (g_blas.dgemm && k > 0) {
-    g_blas.dgemm(kRowMajor, ta ? kTrans : kNoTrans, tb ? kTrans : kNoTrans, m, n, k, alpha, a, lda,
-                 b, ldb, beta, c, ldc);
-  } else {
-    GemmLoop(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
-  }
-}
+template void Gemm<float>(bool, bool, int, int, int, float, const float*, int, const float*, int,
+                          float, float*, int, int);
+template void Gemm<double>(bool, bool, int, int, int, double, const double*, int, const double*, int,
+                           double, double*, int, int);
 
 std::string BindBlas(const std::string& path, const std::string& prefix) {
   std::lock_guard<std::mutex> lock(g_blas_mu);
@@ -98,6 +124,7 @@ std::string BindBlas(const std::string& path, const std::string& prefix) {
   if (!b.sgemm || !b.dgemm) return "no " + prefix + "cblas_sgemm/dgemm in " + path;
   b.path = path;
   g_blas = b;  // the handle stays open for the life of the process
+  if (g_blas.set_threads) g_blas.set_threads(1);
   return "";
 }
 

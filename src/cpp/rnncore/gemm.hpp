@@ -7,15 +7,19 @@
 namespace rnncore {
 
 // C[M,N] = alpha * op(A) op(B) + beta * C, all row-major; op(X) = X or X^T.
+// Large products are split by rows of C over rnncore's own team of up to
+// `threads` threads, each calling a single-threaded BLAS: one thread pool in
+// the process, never OpenBLAS's spinning workers beside the time loop's team.
 template <typename T>
 void Gemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* a, int lda,
-          const T* b, int ldb, T beta, T* c, int ldc);
+          const T* b, int ldb, T beta, T* c, int ldc, int threads = 1);
 
 // Binds OpenBLAS from a shared library by path (symbols with the given
 // prefix, e.g. "scipy_"). Returns an empty string on success, else the reason.
 std::string BindBlas(const std::string& path, const std::string& prefix);
 bool BlasBound();
 std::string BlasInfo();
+// OpenBLAS's own thread count (kept at 1: rnncore splits the products itself).
 void BlasSetThreads(int n);
 
 }  // namespace rnncore

@@ -1,6 +1,8 @@
 """Run-time configuration: BLAS binding, thread count, instruction set.
 
-One thread setting governs both rnncore's OpenMP team and OpenBLAS, following
+One thread setting governs both rnncore's OpenMP team and its BLAS products
+(OpenBLAS runs single-threaded; rnncore splits large products over its own
+team, so only one pool of threads is ever busy), following
 scikit-learn's convention: ``None`` the default (all cores, or
 ``OMP_NUM_THREADS`` when set), ``-1`` all cores, ``-k`` all but ``k - 1``,
 ``0`` an error.
@@ -73,7 +75,6 @@ def set_num_threads(n: int | None = None) -> None:
         value = n
     with _lock:
         _threads = value
-        _core.set_blas_threads(value)
 
 
 def get_num_threads() -> int:
@@ -110,7 +111,8 @@ def runtime_info() -> dict:
         "threads": get_num_threads(),
         "cores": _core.max_threads(),
         "openmp": bool(_core.have_openmp()),
-        "blas": _core.blas_info() if not _blas_error else f"none ({_blas_error})",
+        "blas": (_core.blas_info() + ", single-threaded calls split over rnncore's threads")
+                if not _blas_error else f"none ({_blas_error})",
         "compiler": _core.compiler,
     }
 
