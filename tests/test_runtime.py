@@ -44,11 +44,18 @@ def test_max_isa_env_caps_the_kernels():
     assert out.stdout.strip() == "generic"
 
 
-def test_demo_trains(capsys):
-    from rnncore import LSTM, _demo
-    lines = []
-    mse = _demo.train(LSTM, steps=10, hidden=16, epochs=3, n_train=1000, log=lines.append)
-    before = float(lines[0].rsplit(" ", 1)[1])
-    assert mse < before
-    assert mse < 0.17  # better than predicting the mean
-    assert np.isfinite(mse)
+def test_demo_trains_a_cell_on_the_adding_problem():
+    from rnncore import GRU, _demo
+    mse, secs, epochs = _demo.train_cell(lambda s: GRU(2, 16, seed=s), steps=10, hidden=16, n_train=2000,
+                                         n_test=200, epochs=8, budget=60, progress=False)
+    assert epochs >= 1 and secs > 0
+    assert mse < 0.1  # well below the 0.167 of predicting the mean
+
+
+def test_demo_command_line_prints_the_table():
+    out = subprocess.run([sys.executable, "-m", "rnncore", "demo", "--steps", "8", "--hidden", "12",
+                          "--epochs", "1", "--train", "200", "--quiet"],
+                         capture_output=True, text=True, check=True, timeout=300)
+    assert "test MSE" in out.stdout
+    for name in ("Elman", "leaky", "skip", "clockwork", "GRU", "LSTM"):
+        assert name in out.stdout

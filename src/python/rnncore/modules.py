@@ -1,0 +1,120 @@
+"""Feed-forward building blocks for :class:`rnncore.Sequential`: a linear map
+and dropout, with the same ``params``/``grads``/``forward``/``backward``
+protocol as the recurrent layers.
+
+Letters: N samples, T time steps, F features.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._checks import as_real_array, check_dtype, check_int, shape_str
+
+__all__ = ["Linear", "Dropout"]
+
+
+class Linear:
+    """``y = x W^T + b`` over the last axis, as ``torch.nn.Linear``.
+
+    Parameters are ``weight`` (out_features, in_features) and ``bias``
+    (out_features,), initialised U(-1/sqrt(in), 1/sqrt(in)).
+    """
+
+    def __init__(self, in_features, out_features, *, bias=True, dtype=np.float32, seed=None):
+        self.in_features = check_int("in_features", in_features, 1)
+        self.out_features = check_int("out_features", out_features, 1)
+        if not isinstance(bias, (bool, np.bool_)):
+            raise TypeError(f"bias must be a bool, got {type(bias).__name__}")
+        self.bias = bool(bias)
+        self.dtype = check_dtype(dtype)
+        if seed is not None:
+            check_int("seed", seed, 0)
+        self.seed = seed
+        self.training = True
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(self.in_features)
+        self.params = {"weight": rng.uniform(-bound, bound, (self.out_features, self.in_features)).astype(self.dtype)}
+        if self.bias:
+            self.params["bias"] = rng.uniform(-bound, bound, self.out_features).astype(self.dtype)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def get_config(self) -> dict:
+        return {"in_features": self.in_features, "out_features": self.out_features,
+                "bias": self.bias, "dtype": self.dtype.name, "seed": self.seed}
+
+    def zero_grad(self) -> None:
+        for g in self.grads.values():
+            g[...] = 0
+
+    def _check(self, x):
+        x = as_real_array("x", x, self.dtype)
+        if x.ndim < 1 or x.shape[-1] != self.in_features:
+            raise ValueError(f"x must be (..., {self.in_features}), got {shape_str(x.shape)}")
+        return x
+
+    def __call__(self, x):
+        x = self._check(x)
+        y = x @ self.params["weight"].T
+        if self.bias:
+            y += self.params["bias"]
+        return y
+
+    def forward(self, x):
+        """``(y, tape)``; x (..., in_features) -> y (..., out_features)."""
+        x = self._check(x)
+        return self(x), x
+
+    def backward(self, tape, dy):
+        """dx; adds dW = dy^T x and db = sum(dy) into ``grads``."""
+        x = tape
+        dy = as_real_array("dy", dy, self.dtype)
+        if dy.shape != x.shape[:-1] + (self.out_features,):
+            raise ValueError(f"dy must be {shape_str(x.shape[:-1] + (self.out_features,))}, "
+                             f"got {shape_str(dy.shape)}")
+        x2, dy2 = x.reshape(-1, self.in_features), dy.reshape(-1, self.out_features)
+        self.grads["weight"] += dy2.T @ x2
+        if self.bias:
+            self.grads["bias"] += dy2.sum(axis=0)
+        return dy @ self.params["weight"]
+
+    def __repr__(self) -> str:
+        return f"Linear({self.in_features}, {self.out_features}, bias={self.bias})"
+
+
+class Dropout:
+    """Inverted dropout with drop probability ``p`` in training; identity in inference."""
+
+    def __init__(self, p=0.5, *, seed=None):
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)):
+            raise TypeError(f"p must be a float in [0, 1), got {type(p).__name__}")
+        if not 0.0 <= float(p) < 1.0:
+            raise ValueError(f"p must be in [0, 1), got {p}")
+        self.p = float(p)
+        if seed is not None:
+            check_int("seed", seed, 0)
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        self.training = True
+        self.params, self.grads = {}, {}
+
+    def get_config(self) -> dict:
+        return {"p": self.p, "seed": self.seed}
+
+    def zero_grad(self) -> None:
+        pass
+
+    def __call__(self, x):
+        return x
+
+    def forward(self, x):
+        if self.p == 0.0:
+            return x, None
+        keep = 1.0 - self.p
+        mask = (self._rng.random(x.shape) < keep).astype(x.dtype) / x.dtype.type(keep)
+        return x * mask, mask
+
+    def backward(self, tape, dy):
+        return dy if tape is None else dy * tape
+
+    def __repr__(self) -> str:
+        return f"Dropout(p={self.p})"
