@@ -301,6 +301,27 @@ void Backward(const py::tuple& spec, const py::array& x, const py::tuple& weight
   if constexpr (std::is_same<T, float>::value) k.bwd_f32(a); else k.bwd_f64(a);
 }
 
+// gemm(trans_a, trans_b, alpha, a, b, beta, c, threads): c = alpha op(a) op(b) + beta c,
+// 2-D C-contiguous arrays of one dtype; rnncore's products for its feed-forward layers.
+template <typename T>
+void GemmPy(bool ta, bool tb, double alpha, const py::array& a, const py::array& b, double beta,
+            const py::array& c, int threads) {
+  for (const py::array* arr : {&a, &b, &c})
+    if (arr->ndim() != 2) throw py::value_error("gemm operands must be 2-D");
+  const int64_t m = ta ? a.shape(1) : a.shape(0), k = ta ? a.shape(0) : a.shape(1);
+  const int64_t n = tb ? b.shape(0) : b.shape(1), kb = tb ? b.shape(1) : b.shape(0);
+  if (kb != k) throw py::value_error("gemm: inner sizes differ");
+  const int64_t lim = int64_t(1) << 31;
+  if (m >= lim || n >= lim || k >= lim) throw py::value_error("gemm: operands too large");
+  const T* pa = Ptr<T>(a, "a", {a.shape(0), a.shape(1)}, false, false);
+  const T* pb = Ptr<T>(b, "b", {b.shape(0), b.shape(1)}, false, false);
+  T* pc = Ptr<T>(c, "c", {m, n}, true, false);
+  py::gil_scoped_release release;
+  Gemm<T>(ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), static_cast<T>(alpha), pa,
+          static_cast<int>(a.shape(1)), pb, static_cast<int>(b.shape(1)), static_cast<T>(beta), pc,
+          static_cast<int>(n), threads);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -309,6 +330,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("forward_f64", &Forward<double>);
   m.def("backward_f32", &Backward<float>);
   m.def("backward_f64", &Backward<double>);
+  m.def("gemm_f32", &GemmPy<float>);
+  m.def("gemm_f64", &GemmPy<double>);
   m.def("bind_blas", &BindBlas, py::arg("path"), py::arg("prefix"));
   m.def("blas_bound", &BlasBound);
   m.def("blas_info", &BlasInfo);

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _core
 from ._checks import as_real_array, check_dtype, check_int, shape_str
+from .runtime import get_num_threads
 
 __all__ = ["Linear", "Dropout"]
 
@@ -52,12 +54,27 @@ class Linear:
             raise ValueError(f"x must be (..., {self.in_features}), got {shape_str(x.shape)}")
         return x
 
+    def _gemm(self, ta, tb, a, b, beta, c):
+        # rnncore's products, not numpy's: numpy's BLAS threads would spin
+        # beside rnncore's team (see runtime.py)
+        f = _core.gemm_f32 if self.dtype == np.float32 else _core.gemm_f64
+        f(ta, tb, 1.0, a, b, beta, c, get_num_threads())
+        return c
+
+    def _param(self, name):
+        p = self.params[name]
+        if p.dtype != self.dtype or not p.flags.c_contiguous:
+            p = np.ascontiguousarray(p, dtype=self.dtype)
+        return p
+
     def __call__(self, x):
         x = self._check(x)
-        y = x @ self.params["weight"].T
+        x2 = x.reshape(-1, self.in_features)
+        y = np.empty((x2.shape[0], self.out_features), self.dtype)
         if self.bias:
-            y += self.params["bias"]
-        return y
+            y[...] = self._param("bias")
+        self._gemm(False, True, x2, self._param("weight"), 1.0 if self.bias else 0.0, y)
+        return y.reshape(x.shape[:-1] + (self.out_features,))
 
     def forward(self, x):
         """``(y, tape)``; x (..., in_features) -> y (..., out_features)."""
@@ -72,10 +89,16 @@ class Linear:
             raise ValueError(f"dy must be {shape_str(x.shape[:-1] + (self.out_features,))}, "
                              f"got {shape_str(dy.shape)}")
         x2, dy2 = x.reshape(-1, self.in_features), dy.reshape(-1, self.out_features)
-        self.grads["weight"] += dy2.T @ x2
+        gw = self.grads["weight"]
+        if gw.shape != self.params["weight"].shape or gw.dtype != self.dtype or not gw.flags.c_contiguous:
+            raise ValueError(f"grads['weight'] must be a C-contiguous {self.dtype} array "
+                             f"{shape_str(self.params['weight'].shape)}")
+        self._gemm(True, False, dy2, x2, 1.0, gw)
         if self.bias:
             self.grads["bias"] += dy2.sum(axis=0)
-        return dy @ self.params["weight"]
+        dx = np.empty((dy2.shape[0], self.in_features), self.dtype)
+        self._gemm(False, False, dy2, self._param("weight"), 0.0, dx)
+        return dx.reshape(x.shape)
 
     def __repr__(self) -> str:
         return f"Linear({self.in_features}, {self.out_features}, bias={self.bias})"

@@ -607,7 +607,9 @@ def global_norm(grads) -> float:
     with np.errstate(over="ignore", invalid="ignore"):
         for g in arrays:
             r = np.asarray(g, dtype=np.float64).reshape(-1)
-            total += float(np.dot(r, r))
+            # einsum's own loop, not numpy's BLAS: its threads would spin
+            # beside rnncore's team (see runtime.py)
+            total += float(np.einsum("i,i->", r, r))
     if math.isinf(total):
         # Squares overflowed float64 though the entries may be finite: rescale.
         big = max((float(np.max(np.abs(g))) for g in arrays if np.size(g)), default=0.0)
@@ -615,7 +617,7 @@ def global_norm(grads) -> float:
             total = 0.0
             for g in arrays:
                 r = np.asarray(g, dtype=np.float64).reshape(-1) / big
-                total += float(np.dot(r, r))
+                total += float(np.einsum("i,i->", r, r))
             return big * math.sqrt(total)
     return math.sqrt(total)
 
