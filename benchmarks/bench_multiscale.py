@@ -34,22 +34,9 @@ from typing import List
 
 import numpy as np
 
-try:
-    import torch
-except ImportError:  # pragma: no cover - depends on the environment
-    sys.exit(
-        "bench_multiscale.py compares against PyTorch, which is not installed.\n"
-        "Install the CPU build first, e.g.  pip install torch==2.13.0"
-    )
-
-try:
-    import rnncore as rc
-except ImportError as exc:  # pragma: no cover - depends on the environment
-    sys.exit(f"cannot import rnncore ({exc}); build and install it with  pip install .")
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_gated import (add_common_args, alternate, print_preamble, run_settings,  # noqa: E402
-                         set_threads, spread)
+from _common import (add_common_args, alternate, print_preamble, rc, run_settings,  # noqa: E402
+                     set_threads, spread, torch)
 
 # torch.jit.script still works in torch 2.x but warns that it is deprecated; it
 # is what users of these loops reach for, so it is benchmarked, quietly.

@@ -904,7 +904,7 @@ BT, BB, BI, BH = 5, 3, 4, 6
 CELLS = {"lstm": rc.LSTM, "gru": rc.GRU, "rnn": rc.RNN}
 SPEC = ["kind", "peephole", "reset_after", "reverse", "batch_first", "threads", "num_dirs", "dir",
         "hidden", "delays", "periods", "step0"]
-FWD_LEN, BWD_LEN, SPEC_LEN, W_LEN, TAPE_LEN = 10, 15, 12, 6, 4
+FWD_LEN, BWD_LEN, SPEC_LEN, W_LEN, TAPE_LEN = 10, 16, 12, 6, 4
 
 # path -> (name in the bindings' messages, required, written to)
 _W = {0: "weight_ih", 1: "weight_hh", 2: "bias_ih", 3: "bias_hh"}

@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "rnncore/api.hpp"
@@ -265,13 +266,14 @@ void Forward(const py::tuple& spec, const py::array& x, const py::tuple& weights
 }
 
 // backward(spec, x, weights, h0, c0, lengths, tape, dy, dhn, dcn, dx, dx_accumulate,
-//          dh0, dc0, grads)
+//          dh0, dc0, grads, dh_seq=None)
 template <typename T>
 void Backward(const py::tuple& spec, const py::array& x, const py::tuple& weights,
               const py::object& h0, const py::object& c0, const py::object& lengths,
               const py::object& tape, const py::object& dy, const py::object& dhn,
               const py::object& dcn, const py::object& dx, bool dx_accumulate,
-              const py::object& dh0, const py::object& dc0, const py::tuple& grads) {
+              const py::object& dh0, const py::object& dc0, const py::tuple& grads,
+              const py::object& dh_seq) {
   Common c;
   MakeCommon(spec, x, &c);
   const int64_t H = c.pb.H, I = c.pb.I;
@@ -296,6 +298,8 @@ void Backward(const py::tuple& spec, const py::array& x, const py::tuple& weight
   a.dh0 = Ptr<T>(dh0, "dh0", StateShape(c), true);
   a.dc0 = lstm ? Ptr<T>(dc0, "dc0", StateShape(c), true) : nullptr;
   a.g = GetGrads<T>(c, a.w, grads, &gd);
+  if (T* p = Ptr<T>(dh_seq, "dh_seq", SeqShape(c, int64_t(c.D) * H), true))
+    a.dh_seq = SeqOf<T>(p + int64_t(c.dir) * H, int64_t(c.D) * H, c);
   const KernelTable& k = Kernels();
   py::gil_scoped_release release;
   if constexpr (std::is_same<T, float>::value) k.bwd_f32(a); else k.bwd_f64(a);
@@ -328,8 +332,16 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "rnncore's C++ core: fused recurrent kernels (private; use the rnncore package).";
   m.def("forward_f32", &Forward<float>);
   m.def("forward_f64", &Forward<double>);
-  m.def("backward_f32", &Backward<float>);
-  m.def("backward_f64", &Backward<double>);
+  for (const char* name : {"backward_f32", "backward_f64"}) {
+    const bool f32 = std::string(name) == "backward_f32";
+    auto args = std::make_tuple(py::arg("spec"), py::arg("x"), py::arg("weights"), py::arg("h0"),
+                                py::arg("c0"), py::arg("lengths"), py::arg("tape"), py::arg("dy"),
+                                py::arg("dhn"), py::arg("dcn"), py::arg("dx"), py::arg("dx_accumulate"),
+                                py::arg("dh0"), py::arg("dc0"), py::arg("grads"),
+                                py::arg("dh_seq") = py::none());
+    if (f32) std::apply([&](auto... a) { m.def(name, &Backward<float>, a...); }, args);
+    else std::apply([&](auto... a) { m.def(name, &Backward<double>, a...); }, args);
+  }
   m.def("gemm_f32", &GemmPy<float>);
   m.def("gemm_f64", &GemmPy<double>);
   m.def("bind_blas", &BindBlas, py::arg("path"), py::arg("prefix"));

@@ -109,9 +109,11 @@ struct BwdArgs {
   T* dh0 = nullptr;          // [B, H]; skip [maxd, B, H]
   T* dc0 = nullptr;          // [B, H] lstm
   Grads<T> g;
+  Seq<T> dh_seq;             // [N, H] slice (ld D*H) or p null: dL/dh_t of every step,
+                             // the total gradient reaching h_t (diagnostics)
 };
 
-enum class Isa : int { kGeneric = 0, kAvx2 = 1 };
+enum class Isa : int { kGeneric = 0, kAvx2 = 1, kAvx512 = 2 };
 
 struct KernelTable {
   Isa isa;

@@ -100,6 +100,43 @@ inline void Prod(const T* const* rows, int K, const T* wp, Vec<T> (&acc)[R][G]) 
     }
 }
 
+// Direct mode, for calls too short to amortise a repack (a streamed step):
+// rec[b][m] = sum_k h[b][k] * W_hh[m][k] straight from the row-major W_hh.
+template <typename T>
+void DirectProd(const T* w, int GH, int H, const T* h, int B, T* rec) {
+  constexpr int W = Vec<T>::kW;
+  for (int b = 0; b < B; ++b) {
+    const T* hb = h + static_cast<int64_t>(b) * H;
+    T* out = rec + static_cast<int64_t>(b) * GH;
+    int m = 0;
+    for (; m + 4 <= GH; m += 4) {
+      const T* w0 = w + static_cast<int64_t>(m) * H;
+      Vec<T> a0 = Zero<T>(), a1 = Zero<T>(), a2 = Zero<T>(), a3 = Zero<T>();
+      for (int k = 0; k < H; k += W) {
+        const int n = MinI(W, H - k);
+        const Vec<T> x = LoadN(hb + k, n);
+        a0 = Fma(x, LoadN(w0 + k, n), a0);
+        a1 = Fma(x, LoadN(w0 + H + k, n), a1);
+        a2 = Fma(x, LoadN(w0 + 2 * H + k, n), a2);
+        a3 = Fma(x, LoadN(w0 + 3 * H + k, n), a3);
+      }
+      out[m] = ReduceAdd(a0);
+      out[m + 1] = ReduceAdd(a1);
+      out[m + 2] = ReduceAdd(a2);
+      out[m + 3] = ReduceAdd(a3);
+    }
+    for (; m < GH; ++m) {
+      const T* wm = w + static_cast<int64_t>(m) * H;
+      Vec<T> a = Zero<T>();
+      for (int k = 0; k < H; k += W) {
+        const int n = MinI(W, H - k);
+        a = Fma(LoadN(hb + k, n), LoadN(wm + k, n), a);
+      }
+      out[m] = ReduceAdd(a);
+    }
+  }
+}
+
 // Calls f(r0, integral_constant<R'>) over tiles of R batch rows, the tail with
 // its exact size so every tile is a compile-time shape.
 template <int K, class F>
@@ -116,9 +153,15 @@ inline void RowTiles(int B, F&& f) {
   if (B > r0) TailTile<R - 1>(B - r0, r0, f);
 }
 
-// Rows per register tile: G accumulators per row, plus G weight vectors.
+// Rows per register tile: G accumulators per row, plus G weight vectors and a
+// broadcast, within the ISA's vector registers.
 template <int G>
-constexpr int TileRows() { return G >= 4 ? 2 : (G == 3 ? 3 : (G == 2 ? 4 : 8)); }
+constexpr int TileRows() {
+  if (kVecRegs >= 32) return G >= 4 ? 6 : (G == 3 ? 8 : (G == 2 ? 12 : 16));
+  return G >= 4 ? 2 : (G == 3 ? 3 : (G == 2 ? 4 : 8));
+}
+// Rows per tile of the backward products (one gate-vector of outputs).
+constexpr int kBwdRows = kVecRegs >= 32 ? 16 : 8;
 
 inline int MapT(const Problem& pb, int s, int b) {
   const int len = pb.lengths ? pb.lengths[b] : pb.T;
@@ -155,7 +198,23 @@ struct FwdCtx {
   int ring_slots;
   int64_t hprev_stride;    // skip: elements between the delays' hprev tapes
   int gs;                  // clockwork: units per group
+  bool direct;             // short call: no repack, W_hh read row by row
+  T* rec;                  // direct: [B, GH] recurrent pre-activations of the step
 };
+
+// The recurrent part of a forward step for R rows (from r0) and G gates of the
+// unit block at j0: the packed product, or in direct mode the step's rec rows.
+template <typename T, int G, int R>
+inline void RecAcc(const FwdCtx<T>& c, const T* const* rows, const T* wp, int r0, int j0, int n,
+                   Vec<T> (&acc)[R][G]) {
+  if (c.direct) {
+    for (int r = 0; r < R; ++r)
+      for (int g = 0; g < G; ++g)
+        acc[r][g] = LoadN(c.rec + static_cast<int64_t>(r0 + r) * c.GH + static_cast<int64_t>(g) * c.H + j0, n);
+  } else {
+    Prod<T, G, R>(rows, c.H, wp, acc);
+  }
+}
 
 template <typename T>
 struct BwdCtx {
@@ -175,6 +234,12 @@ struct BwdCtx {
   int nblk;
   int gs;                  // clockwork: units per group
 };
+
+// Diagnostics: keep the total dL/dh_t of a step when asked to.
+template <typename T>
+inline void KeepDh(const BwdCtx<T>& c, int t, int b, int j0, int n, Vec<T> dh) {
+  if (c.a->dh_seq.p) StoreN(c.a->dh_seq.Row(t, b) + j0, dh, n);
+}
 
 // Row pointer into the gate gradients of step s for the backward product,
 // or the zero row when batch row b has no step s.
@@ -198,7 +263,7 @@ void FinishDh0(BwdCtx<T>& c, int b0, int b1, int K) {
   for (int blk = b0; blk < b1; ++blk) {
     const int j0 = blk * W, nl = MinI(W, c.H - j0);
     const T* wp = c.wpb + static_cast<int64_t>(blk) * K * W;
-    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
       const T* rows[R];
       for (int r = 0; r < R; ++r) rows[r] = DgRow(c, 0, r0 + r, 0);
@@ -267,8 +332,16 @@ void Forward(const FwdArgs<T>& a) {
   Gemm<T>(false, true, static_cast<int>(N), static_cast<int>(GH), I, T(1), a.x.p,
           static_cast<int>(a.x.ld), a.w.w_ih, I, T(0), c.gates.p, static_cast<int>(GH), pb.threads);
 
-  // 2. The recurrent weights repacked once for this call.
-  if (gru_v1) {
+  // 2. The recurrent weights repacked once for this call, unless the call is
+  // too short to amortise that (a streamed step): then W_hh is read as it is.
+  const bool simple = kind == CellKind::kLstm || kind == CellKind::kRnnTanh ||
+                      kind == CellKind::kRnnRelu || kind == CellKind::kLeaky ||
+                      (gru && a.cell.reset_after);
+  c.direct = simple && B <= 4 && N <= 32;
+  Buffer<T> recbuf;
+  if (c.direct) {
+    c.rec = recbuf.Alloc(static_cast<int64_t>(B) * GH);
+  } else if (gru_v1) {
     c.wp = pack.Alloc(2 * pblock);
     PackFwd(a.w.w_hh, H, H, 0, 2, pack.get());
     c.wp2 = pack2.Alloc(pblock);
@@ -313,13 +386,14 @@ void Forward(const FwdArgs<T>& a) {
   }
 
   const int64_t work = BH * (skip ? a.cell.n_delays * H : GH);
-  const int nt = ChooseTeam(pb.threads, nblk, work);
+  const int nt = c.direct ? 1 : ChooseTeam(pb.threads, nblk, work);
   RunTeam(nt, [&](int tid, int nteam) {
     int b0, b1;
     OwnBlocks(nblk, tid, nteam, &b0, &b1);
     for (int s = 0; s < Tn; ++s) {
       const T* hp = c.hb[s & 1];
       T* hc = c.hb[(s + 1) & 1];
+      if (c.direct) DirectProd(a.w.w_hh, static_cast<int>(GH), H, hp, B, c.rec);
       switch (kind) {
         case CellKind::kLstm: LstmFwdStep(c, s, b0, b1, hp, hc); break;
         case CellKind::kGru:

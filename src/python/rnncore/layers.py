@@ -309,7 +309,7 @@ class _Recurrent:
             inp = y
         return inp, self._pack_state(hn, cn, step0 + T), tape
 
-    def backward(self, tape, dy, dstate=None):
+    def backward(self, tape, dy, dstate=None, *, dh=None):
         """BPTT through the pass that made ``tape``; adds into :attr:`grads`.
 
         Parameters
@@ -322,6 +322,10 @@ class _Recurrent:
         -------
         dx : array (T, B, I) (or (B, T, I))
         dstate0 : gradient w.r.t. the initial state (zeros' gradient if None was given)
+
+        With ``dh`` a dict, ``dh[k]`` receives layer k's (T, B, D*H) (or
+        batch-first) total gradient dL/dh_t of every step, from the same pass
+        (0 past each row's length); see rnncore.diagnostics.
         """
         if not isinstance(tape, Tape):
             raise TypeError(f"tape must be the Tape returned by this layer's forward(), got {type(tape).__name__}")
@@ -341,6 +345,10 @@ class _Recurrent:
         for k in range(L - 1, -1, -1):
             inp = tape.inputs[k]
             dx = np.empty(inp.shape, self.dtype)
+            dh_k = None
+            if dh is not None:
+                dh_k = np.zeros(self._seq_shape(T, B, D * H), self.dtype)
+                dh[k] = dh_k
             for d in range(D):
                 w = self._weights(k, d, self.params, "params")
                 g = self._weights(k, d, self.grads, "grads")
@@ -349,7 +357,7 @@ class _Recurrent:
                     None if tape.h0 is None else tape.h0[i], None if tape.c0 is None else tape.c0[i],
                     tape.lengths, tape.records[k][d], grad,
                     None if dhn is None else dhn[i], None if dcn is None else dcn[i],
-                    dx, d == 1, dh0[i], None if dc0 is None else dc0[i], self._wtuple(g))
+                    dx, d == 1, dh0[i], None if dc0 is None else dc0[i], self._wtuple(g), dh_k)
             if k > 0:
                 mask = tape.masks[k - 1]
                 grad = dx if mask is None else dx * mask

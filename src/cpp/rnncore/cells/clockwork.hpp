@@ -91,7 +91,7 @@ void ClockBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
     const int j0 = blk * W, n = MinI(W, H - j0);
     V m;
     ClockMask(c.a->cell, c.gs, j0, n, s, &m);
-    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
       V acc[R][1];
       ClockBackProd<T, R>(c, s + 1, r0, blk, acc);
@@ -101,6 +101,7 @@ void ClockBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
         if (t < 0) continue;
         const int64_t o = static_cast<int64_t>(b) * H + j0;
         const V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][0];
+        KeepDh(c, t, b, j0, n, dh);
         const V h = LoadN(c.gates.Row(t, b) + j0, n);
         // resting units pass dh straight to h_{t-1}
         StoreN(c.dg.Row(t, b) + j0, Select(m, dh * (one - h * h), Zero<T>()), n);
@@ -115,7 +116,7 @@ void ClockFinishDh0(BwdCtx<T>& c, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   for (int blk = b0; blk < b1; ++blk) {
     const int j0 = blk * W, nl = MinI(W, c.H - j0);
-    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
       Vec<T> acc[R][1];
       ClockBackProd<T, R>(c, 0, r0, blk, acc);

@@ -17,7 +17,7 @@ void GruFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
       const T* rows[R];
       for (int r = 0; r < R; ++r) rows[r] = hp + static_cast<int64_t>(r0 + r) * H;
       V acc[R][3];
-      Prod<T, 3, R>(rows, H, wp, acc);
+      RecAcc<T, 3, R>(c, rows, wp, r0, j0, n, acc);
       for (int r = 0; r < R; ++r) {
         const int b = r0 + r;
         const int64_t o = static_cast<int64_t>(b) * H + j0;
@@ -58,7 +58,7 @@ void GruBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
   for (int blk = b0; blk < b1; ++blk) {
     const int j0 = blk * W, n = MinI(W, H - j0);
     const T* wp = c.wpb + static_cast<int64_t>(blk) * K * W;
-    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
       V acc[R][1];
       if (first) {
@@ -74,6 +74,7 @@ void GruBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
         if (t < 0) continue;
         const int64_t o = static_cast<int64_t>(b) * H + j0;
         const V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][0];
+        KeepDh(c, t, b, j0, n, dh);
         const T* g = c.gates.Row(t, b) + j0;
         const V rg = LoadN(g, n), zg = LoadN(g + H, n), ng = LoadN(g + 2 * H, n);
         const V hn = LoadN(c.extra.Row(t, b) + j0, n);
@@ -177,7 +178,7 @@ void GruV1BwdGates(BwdCtx<T>& c, int s, int b0, int b1) {
   for (int blk = b0; blk < b1; ++blk) {
     const int j0 = blk * W, n = MinI(W, H - j0);
     const T* wp = c.wpb + static_cast<int64_t>(blk) * K * W;
-    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
       V acc[R][1];
       if (first) {
@@ -193,6 +194,7 @@ void GruV1BwdGates(BwdCtx<T>& c, int s, int b0, int b1) {
         if (t < 0) continue;
         const int64_t o = static_cast<int64_t>(b) * H + j0;
         const V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][0];
+        KeepDh(c, t, b, j0, n, dh);
         const T* g = c.gates.Row(t, b) + j0;
         const V zg = LoadN(g + H, n), ng = LoadN(g + 2 * H, n);
         const V hpv = LoadN(c.hprev.Row(t, b) + j0, n);
@@ -215,7 +217,7 @@ void GruV1BwdReset(BwdCtx<T>& c, int s, int b0, int b1) {
   for (int blk = b0; blk < b1; ++blk) {
     const int j0 = blk * W, n = MinI(W, H - j0);
     const T* wp = c.wpb2 + static_cast<int64_t>(blk) * H * W;
-    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
       const T* rows[R];
       for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s, r0 + r, 2 * H);

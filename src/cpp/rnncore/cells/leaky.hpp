@@ -17,7 +17,7 @@ void LeakyFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
       const T* rows[R];
       for (int r = 0; r < R; ++r) rows[r] = hp + static_cast<int64_t>(r0 + r) * H;
       V acc[R][1];
-      Prod<T, 1, R>(rows, H, wp, acc);
+      RecAcc<T, 1, R>(c, rows, wp, r0, j0, n, acc);
       for (int r = 0; r < R; ++r) {
         const int b = r0 + r;
         const int64_t o = static_cast<int64_t>(b) * H + j0;
@@ -54,7 +54,7 @@ void LeakyBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
     const T* wp = c.wpb + static_cast<int64_t>(blk) * H * W;
     const V al = LoadN(alpha + j0, n);
     V dal = LoadN(c.dalpha + j0, n);
-    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
       V acc[R][1];
       if (first) {
@@ -70,6 +70,7 @@ void LeakyBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
         if (t < 0) continue;
         const int64_t o = static_cast<int64_t>(b) * H + j0;
         const V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][0];
+        KeepDh(c, t, b, j0, n, dh);
         const V u = LoadN(c.gates.Row(t, b) + j0, n);
         const V hpv = LoadN(c.hprev.Row(t, b) + j0, n);
         dal = Fma(dh, hpv - u, dal);  // dh/dalpha = h_{t-1} - u

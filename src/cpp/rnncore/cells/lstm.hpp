@@ -54,7 +54,7 @@ void LstmFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
       const T* rows[R];
       for (int r = 0; r < R; ++r) rows[r] = hp + static_cast<int64_t>(r0 + r) * H;
       Vec<T> acc[R][4];
-      Prod<T, 4, R>(rows, H, wp, acc);
+      RecAcc<T, 4, R>(c, rows, wp, r0, j0, n, acc);
       for (int r = 0; r < R; ++r) LstmFwdLanes(c, s, r0 + r, j0, n, acc[r], hp, hc);
     });
   }
@@ -70,6 +70,7 @@ inline void LstmBwdLanes(BwdCtx<T>& c, int s, int b, int j0, int n, Vec<T> acc) 
   const int64_t o = static_cast<int64_t>(b) * H + j0;
   const V one = Set1(T(1));
   const V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc;
+  KeepDh(c, t, b, j0, n, dh);
   const T* g = c.gates.Row(t, b) + j0;
   const V i = LoadN(g, n), f = LoadN(g + H, n), gg = LoadN(g + 2 * H, n), og = LoadN(g + 3 * H, n);
   const V cn = LoadN(c.c.Row(t, b) + j0, n);
@@ -110,7 +111,7 @@ void LstmBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
   for (int blk = b0; blk < b1; ++blk) {
     const int j0 = blk * W, n = MinI(W, H - j0);
     const T* wp = c.wpb + static_cast<int64_t>(blk) * K * W;
-    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
       Vec<T> acc[R][1];
       if (first) {

@@ -13,7 +13,7 @@ void RnnFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
       const T* rows[R];
       for (int r = 0; r < R; ++r) rows[r] = hp + static_cast<int64_t>(r0 + r) * H;
       Vec<T> acc[R][1];
-      Prod<T, 1, R>(rows, H, wp, acc);
+      RecAcc<T, 1, R>(c, rows, wp, r0, j0, n, acc);
       for (int r = 0; r < R; ++r) {
         const int b = r0 + r;
         const int64_t o = static_cast<int64_t>(b) * H + j0;
@@ -44,7 +44,7 @@ void RnnBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
   for (int blk = b0; blk < b1; ++blk) {
     const int j0 = blk * W, n = MinI(W, H - j0);
     const T* wp = c.wpb + static_cast<int64_t>(blk) * H * W;
-    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
       Vec<T> acc[R][1];
       if (first) {
@@ -60,6 +60,7 @@ void RnnBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
         if (t < 0) continue;
         const int64_t o = static_cast<int64_t>(b) * H + j0;
         const Vec<T> dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][0];
+        KeepDh(c, t, b, j0, n, dh);
         const Vec<T> h = LoadN(c.gates.Row(t, b) + j0, n);
         // derivatives from the output: tanh' = 1 - h^2, relu' = [h > 0]
         const Vec<T> d = kRelu ? dh * Step(h) : dh * (Set1(T(1)) - h * h);

@@ -88,7 +88,7 @@ void SkipBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
   const V one = Set1(T(1));
   for (int blk = b0; blk < b1; ++blk) {
     const int j0 = blk * W, n = MinI(W, H - j0);
-    RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
       V acc[R][1];
       for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
@@ -104,6 +104,7 @@ void SkipBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
         if (t < 0) continue;
         V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + acc[r][0];
         if (const T* dn = SkipDhn(c, s, b, maxd)) dh = dh + LoadN(dn + j0, n);
+        KeepDh(c, t, b, j0, n, dh);
         const V h = LoadN(c.gates.Row(t, b) + j0, n);
         StoreN(c.dg.Row(t, b) + j0, dh * (one - h * h), n);
       }
@@ -125,7 +126,7 @@ void SkipFinishDh0(BwdCtx<T>& c, int b0, int b1) {
     T* out = c.a->dh0 + static_cast<int64_t>(i) * c.B * H;
     for (int blk = b0; blk < b1; ++blk) {
       const int j0 = blk * W, n = MinI(W, H - j0);
-      RowTiles<8>(c.B, [&](int r0, auto nr_c) {
+      RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
         constexpr int R = decltype(nr_c)::value;
         V acc[R][1];
         for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();

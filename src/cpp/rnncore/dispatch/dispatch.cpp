@@ -32,10 +32,22 @@ bool CpuHasAvx2Fma() {
 #endif
 }
 
+bool CpuHasAvx512() {
+#if defined(RNNCORE_HAVE_AVX512) && (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
+  __builtin_cpu_init();
+  return CpuHasAvx2Fma() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+#else
+  return false;
+#endif
+}
+
 std::vector<const KernelTable*> Runnable() {
   std::vector<const KernelTable*> v{GenericKernels()};
 #ifdef RNNCORE_HAVE_AVX2
   if (CpuHasAvx2Fma()) v.push_back(Avx2Kernels());
+#endif
+#ifdef RNNCORE_HAVE_AVX512
+  if (CpuHasAvx512()) v.push_back(Avx512Kernels());
 #endif
   return v;
 }

@@ -1,5 +1,5 @@
 // The instruction set, chosen once: the best this CPU runs, capped by the
-// RNNCORE_MAX_ISA environment variable ("generic", "avx2").
+// RNNCORE_MAX_ISA environment variable ("generic", "avx2", "avx512").
 #pragma once
 #include <string>
 #include <vector>
@@ -11,6 +11,9 @@ namespace rnncore {
 const KernelTable* GenericKernels();
 #ifdef RNNCORE_HAVE_AVX2
 const KernelTable* Avx2Kernels();
+#endif
+#ifdef RNNCORE_HAVE_AVX512
+const KernelTable* Avx512Kernels();
 #endif
 
 // The table in use.

@@ -5,6 +5,8 @@
 #include <immintrin.h>
 #include <cstdint>
 
+constexpr int kVecRegs = 16;
+
 template <typename T> struct Vec;
 
 template <> struct Vec<float> {
@@ -169,4 +171,16 @@ inline Vec<float> Select(Vec<float> m, Vec<float> a, Vec<float> b) {
 }
 inline Vec<double> Select(Vec<double> m, Vec<double> a, Vec<double> b) {
   return {_mm256_blendv_pd(b.v, a.v, _mm256_cmp_pd(m.v, _mm256_setzero_pd(), _CMP_NEQ_OQ))};
+}
+
+inline float ReduceAdd(Vec<float> a) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(a.v), _mm256_extractf128_ps(a.v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+inline double ReduceAdd(Vec<double> a) {
+  __m128d s = _mm_add_pd(_mm256_castpd256_pd128(a.v), _mm256_extractf128_pd(a.v, 1));
+  s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
+  return _mm_cvtsd_f64(s);
 }

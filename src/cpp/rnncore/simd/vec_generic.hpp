@@ -3,6 +3,8 @@
 #pragma once
 #include <cmath>
 
+constexpr int kVecRegs = 16;
+
 template <typename T>
 struct Vec {
   static constexpr int kW = 1;
@@ -29,3 +31,4 @@ template <typename T> inline Vec<T> Tanh(Vec<T> a) { return {std::tanh(a.v)}; }
 template <typename T> inline Vec<T> Sigmoid(Vec<T> a) { return {T(1) / (T(1) + std::exp(-a.v))}; }
 // m ? a : b lane by lane, m holding 1 or 0 (exact: no arithmetic on a, b)
 template <typename T> inline Vec<T> Select(Vec<T> m, Vec<T> a, Vec<T> b) { return {m.v != T(0) ? a.v : b.v}; }
+template <typename T> inline T ReduceAdd(Vec<T> a) { return a.v; }

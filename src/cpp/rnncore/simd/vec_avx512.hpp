@@ -1,0 +1,155 @@
+// AVX-512 (F + DQ) vectors: 16 floats or 8 doubles, the same Cephes
+// approximations as vec_avx2.hpp. Included inside an ISA namespace; only ever
+// compiled in a translation unit built with the AVX-512 flags.
+#pragma once
+#include <immintrin.h>
+#include <cstdint>
+
+constexpr int kVecRegs = 32;
+
+template <typename T> struct Vec;
+
+template <> struct Vec<float> {
+  static constexpr int kW = 16;
+  __m512 v;
+};
+template <> struct Vec<double> {
+  static constexpr int kW = 8;
+  __m512d v;
+};
+
+inline __mmask16 MaskN16(int n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1u); }
+inline __mmask8 MaskN8(int n) { return n >= 8 ? __mmask8(0xFF) : __mmask8((1u << n) - 1u); }
+
+template <typename T> inline Vec<T> Zero();
+template <> inline Vec<float> Zero<float>() { return {_mm512_setzero_ps()}; }
+template <> inline Vec<double> Zero<double>() { return {_mm512_setzero_pd()}; }
+inline Vec<float> Set1(float a) { return {_mm512_set1_ps(a)}; }
+inline Vec<double> Set1(double a) { return {_mm512_set1_pd(a)}; }
+inline Vec<float> Load(const float* p) { return {_mm512_loadu_ps(p)}; }
+inline Vec<double> Load(const double* p) { return {_mm512_loadu_pd(p)}; }
+inline Vec<float> LoadN(const float* p, int n) { return {_mm512_maskz_loadu_ps(MaskN16(n), p)}; }
+inline Vec<double> LoadN(const double* p, int n) { return {_mm512_maskz_loadu_pd(MaskN8(n), p)}; }
+inline void Store(float* p, Vec<float> a) { _mm512_storeu_ps(p, a.v); }
+inline void Store(double* p, Vec<double> a) { _mm512_storeu_pd(p, a.v); }
+inline void StoreN(float* p, Vec<float> a, int n) { _mm512_mask_storeu_ps(p, MaskN16(n), a.v); }
+inline void StoreN(double* p, Vec<double> a, int n) { _mm512_mask_storeu_pd(p, MaskN8(n), a.v); }
+
+inline Vec<float> operator+(Vec<float> a, Vec<float> b) { return {_mm512_add_ps(a.v, b.v)}; }
+inline Vec<float> operator-(Vec<float> a, Vec<float> b) { return {_mm512_sub_ps(a.v, b.v)}; }
+inline Vec<float> operator*(Vec<float> a, Vec<float> b) { return {_mm512_mul_ps(a.v, b.v)}; }
+inline Vec<float> operator/(Vec<float> a, Vec<float> b) { return {_mm512_div_ps(a.v, b.v)}; }
+inline Vec<double> operator+(Vec<double> a, Vec<double> b) { return {_mm512_add_pd(a.v, b.v)}; }
+inline Vec<double> operator-(Vec<double> a, Vec<double> b) { return {_mm512_sub_pd(a.v, b.v)}; }
+inline Vec<double> operator*(Vec<double> a, Vec<double> b) { return {_mm512_mul_pd(a.v, b.v)}; }
+inline Vec<double> operator/(Vec<double> a, Vec<double> b) { return {_mm512_div_pd(a.v, b.v)}; }
+inline Vec<float> Fma(Vec<float> a, Vec<float> b, Vec<float> c) { return {_mm512_fmadd_ps(a.v, b.v, c.v)}; }
+inline Vec<double> Fma(Vec<double> a, Vec<double> b, Vec<double> c) { return {_mm512_fmadd_pd(a.v, b.v, c.v)}; }
+
+// max(0, x) with NaN kept: VMAXPS returns its second operand when either is NaN.
+inline Vec<float> Relu(Vec<float> a) { return {_mm512_max_ps(_mm512_setzero_ps(), a.v)}; }
+inline Vec<double> Relu(Vec<double> a) { return {_mm512_max_pd(_mm512_setzero_pd(), a.v)}; }
+inline Vec<float> Step(Vec<float> a) {
+  return {_mm512_maskz_mov_ps(_mm512_cmp_ps_mask(a.v, _mm512_setzero_ps(), _CMP_GT_OQ), _mm512_set1_ps(1.f))};
+}
+inline Vec<double> Step(Vec<double> a) {
+  return {_mm512_maskz_mov_pd(_mm512_cmp_pd_mask(a.v, _mm512_setzero_pd(), _CMP_GT_OQ), _mm512_set1_pd(1.0))};
+}
+
+inline Vec<float> Exp(Vec<float> a) {
+  __m512 x = _mm512_min_ps(_mm512_set1_ps(88.0f), a.v);
+  x = _mm512_max_ps(_mm512_set1_ps(-87.3365447505531f), x);
+  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  x = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), x);
+  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.3981999507E-3f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(8.3334519073E-3f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(4.1665795894E-2f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(1.6666665459E-1f));
+  p = _mm512_fmadd_ps(p, x, _mm512_set1_ps(5.0000001201E-1f));
+  __m512 x2 = _mm512_mul_ps(x, x);
+  p = _mm512_fmadd_ps(p, x2, _mm512_add_ps(x, _mm512_set1_ps(1.f)));
+  __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  return {_mm512_mul_ps(p, _mm512_castsi512_ps(e))};
+}
+
+inline Vec<double> Exp(Vec<double> a) {
+  __m512d x = _mm512_min_pd(_mm512_set1_pd(708.0), a.v);
+  x = _mm512_max_pd(_mm512_set1_pd(-708.0), x);
+  __m512d n = _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(1.4426950408889634073599)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  x = _mm512_fnmadd_pd(n, _mm512_set1_pd(6.93145751953125E-1), x);
+  x = _mm512_fnmadd_pd(n, _mm512_set1_pd(1.42860682030941723212E-6), x);
+  __m512d xx = _mm512_mul_pd(x, x);
+  __m512d p = _mm512_set1_pd(1.26177193074810590878E-4);
+  p = _mm512_fmadd_pd(p, xx, _mm512_set1_pd(3.02994407707441961300E-2));
+  p = _mm512_fmadd_pd(p, xx, _mm512_set1_pd(9.99999999999999999910E-1));
+  p = _mm512_mul_pd(p, x);
+  __m512d q = _mm512_set1_pd(3.00198505138664455042E-6);
+  q = _mm512_fmadd_pd(q, xx, _mm512_set1_pd(2.52448340349684104192E-3));
+  q = _mm512_fmadd_pd(q, xx, _mm512_set1_pd(2.27265548208155028766E-1));
+  q = _mm512_fmadd_pd(q, xx, _mm512_set1_pd(2.00000000000000000009E0));
+  __m512d r = _mm512_div_pd(p, _mm512_sub_pd(q, p));
+  r = _mm512_fmadd_pd(r, _mm512_set1_pd(2.0), _mm512_set1_pd(1.0));
+  __m256i ni = _mm512_cvtpd_epi32(n);
+  __m512i e = _mm512_slli_epi64(_mm512_add_epi64(_mm512_cvtepi32_epi64(ni), _mm512_set1_epi64(1023)), 52);
+  return {_mm512_mul_pd(r, _mm512_castsi512_pd(e))};
+}
+
+inline Vec<float> Tanh(Vec<float> a) {
+  const __m512 sign = _mm512_set1_ps(-0.f);
+  __m512 ax = _mm512_andnot_ps(sign, a.v);
+  __m512 z = _mm512_mul_ps(a.v, a.v);
+  __m512 p = _mm512_set1_ps(-5.70498872745E-3f);
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(2.06390887954E-2f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-5.37397155531E-2f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.33314422036E-1f));
+  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-3.33332819422E-1f));
+  __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(p, z), a.v, a.v);
+  __m512 e = Exp(Vec<float>{_mm512_add_ps(ax, ax)}).v;
+  __m512 big = _mm512_sub_ps(_mm512_set1_ps(1.f),
+                             _mm512_div_ps(_mm512_set1_ps(2.f), _mm512_add_ps(e, _mm512_set1_ps(1.f))));
+  big = _mm512_or_ps(big, _mm512_and_ps(sign, a.v));
+  __mmask16 is_small = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ);
+  return {_mm512_mask_blend_ps(is_small, big, small)};
+}
+
+inline Vec<double> Tanh(Vec<double> a) {
+  const __m512d sign = _mm512_set1_pd(-0.0);
+  __m512d ax = _mm512_andnot_pd(sign, a.v);
+  __m512d z = _mm512_mul_pd(a.v, a.v);
+  __m512d p = _mm512_set1_pd(-9.64399179425052238628E-1);
+  p = _mm512_fmadd_pd(p, z, _mm512_set1_pd(-9.92877231001918586564E1));
+  p = _mm512_fmadd_pd(p, z, _mm512_set1_pd(-1.61468768441708447952E3));
+  __m512d q = _mm512_add_pd(z, _mm512_set1_pd(1.12811678491632931402E2));
+  q = _mm512_fmadd_pd(q, z, _mm512_set1_pd(2.23548839060100448583E3));
+  q = _mm512_fmadd_pd(q, z, _mm512_set1_pd(4.84406305325125486048E3));
+  __m512d small = _mm512_fmadd_pd(_mm512_div_pd(_mm512_mul_pd(p, z), q), a.v, a.v);
+  __m512d e = Exp(Vec<double>{_mm512_add_pd(ax, ax)}).v;
+  __m512d big = _mm512_sub_pd(_mm512_set1_pd(1.0),
+                              _mm512_div_pd(_mm512_set1_pd(2.0), _mm512_add_pd(e, _mm512_set1_pd(1.0))));
+  big = _mm512_or_pd(big, _mm512_and_pd(sign, a.v));
+  __mmask8 is_small = _mm512_cmp_pd_mask(ax, _mm512_set1_pd(0.625), _CMP_LT_OQ);
+  return {_mm512_mask_blend_pd(is_small, big, small)};
+}
+
+inline Vec<float> Sigmoid(Vec<float> a) {
+  __m512 e = Exp(Vec<float>{_mm512_xor_ps(a.v, _mm512_set1_ps(-0.f))}).v;
+  return {_mm512_div_ps(_mm512_set1_ps(1.f), _mm512_add_ps(_mm512_set1_ps(1.f), e))};
+}
+inline Vec<double> Sigmoid(Vec<double> a) {
+  __m512d e = Exp(Vec<double>{_mm512_xor_pd(a.v, _mm512_set1_pd(-0.0))}).v;
+  return {_mm512_div_pd(_mm512_set1_pd(1.0), _mm512_add_pd(_mm512_set1_pd(1.0), e))};
+}
+
+inline Vec<float> Select(Vec<float> m, Vec<float> a, Vec<float> b) {
+  return {_mm512_mask_blend_ps(_mm512_cmp_ps_mask(m.v, _mm512_setzero_ps(), _CMP_NEQ_OQ), b.v, a.v)};
+}
+inline Vec<double> Select(Vec<double> m, Vec<double> a, Vec<double> b) {
+  return {_mm512_mask_blend_pd(_mm512_cmp_pd_mask(m.v, _mm512_setzero_pd(), _CMP_NEQ_OQ), b.v, a.v)};
+}
+
+inline float ReduceAdd(Vec<float> a) { return _mm512_reduce_add_ps(a.v); }
+inline double ReduceAdd(Vec<double> a) { return _mm512_reduce_add_pd(a.v); }
