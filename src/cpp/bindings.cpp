@@ -6,6 +6,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <initializer_list>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -20,17 +21,31 @@ using namespace rnncore;
 
 namespace {
 
-std::string ShapeStr(const std::vector<int64_t>& s) {
+// A shape of up to four dimensions, held inline (no allocation per check).
+struct Shape {
+  int64_t d[4] = {0, 0, 0, 0};
+  int n = 0;
+  Shape() = default;
+  Shape(std::initializer_list<int64_t> l) {
+    for (int64_t v : l) d[n++] = v;
+  }
+  void Prepend(int64_t v) {
+    for (int i = n; i > 0; --i) d[i] = d[i - 1];
+    d[0] = v;
+    ++n;
+  }
+};
+
+std::string ShapeStr(const int64_t* s, int n) {
   std::string out = "(";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + (s.size() == 1 ? ",)" : ")");
+  for (int i = 0; i < n; ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + (n == 1 ? ",)" : ")");
 }
 
 // The data pointer of `o`, which must be a C-contiguous T array of `shape`
 // (writable if `write`), or null when o is None and `optional`.
 template <typename T>
-T* Ptr(const py::object& o, const char* name, const std::vector<int64_t>& shape, bool write,
-       bool optional = true) {
+T* Ptr(const py::object& o, const char* name, const Shape& shape, bool write, bool optional = true) {
   if (o.is_none()) {
     if (optional) return nullptr;
     throw py::value_error(std::string(name) + " is required");
@@ -41,9 +56,11 @@ T* Ptr(const py::object& o, const char* name, const std::vector<int64_t>& shape,
     throw py::type_error(std::string(name) + " must have dtype " +
                          std::string(py::str(py::dtype::of<T>())) + ", got " +
                          std::string(py::str(a.dtype())));
-  std::vector<int64_t> got(a.shape(), a.shape() + a.ndim());
-  if (got != shape)
-    throw py::value_error(std::string(name) + " must be " + ShapeStr(shape) + ", got " + ShapeStr(got));
+  bool same = a.ndim() == shape.n;
+  for (int i = 0; same && i < shape.n; ++i) same = a.shape(i) == shape.d[i];
+  if (!same)
+    throw py::value_error(std::string(name) + " must be " + ShapeStr(shape.d, shape.n) + ", got " +
+                          ShapeStr(reinterpret_cast<const int64_t*>(a.shape()), static_cast<int>(a.ndim())));
   if (!(a.flags() & py::array::c_style))
     throw py::value_error(std::string(name) + " must be C-contiguous");
   if (write && !a.writeable()) throw py::value_error(std::string(name) + " must be writable");
@@ -140,13 +157,12 @@ Seq<T> SeqOf(T* p, int64_t ld, const Common& c) {
   return s;
 }
 
-std::vector<int64_t> SeqShape(const Common& c, int64_t width) {
-  return c.batch_first ? std::vector<int64_t>{c.pb.B, c.pb.T, width}
-                       : std::vector<int64_t>{c.pb.T, c.pb.B, width};
+Shape SeqShape(const Common& c, int64_t width) {
+  return c.batch_first ? Shape{c.pb.B, c.pb.T, width} : Shape{c.pb.T, c.pb.B, width};
 }
 
 // The per-direction state shape: [B, H], or skip's history [maxd, B, H].
-std::vector<int64_t> StateShape(const Common& c) {
+Shape StateShape(const Common& c) {
   if (c.cell.kind == CellKind::kSkip) return {c.maxd, c.pb.B, c.pb.H};
   return {c.pb.B, c.pb.H};
 }
@@ -228,8 +244,8 @@ Tape<T> GetTape(const Common& c, const py::object& o, bool write) {
   if (tp.size() != 4) throw py::value_error("tape must have 4 entries, got " + std::to_string(tp.size()));
   const int64_t H = c.pb.H;
   t.gates = Ptr<T>(tp[0], "tape gates", SeqShape(c, c.G * H), write, false);
-  std::vector<int64_t> hs = SeqShape(c, H);
-  if (c.cell.kind == CellKind::kSkip) hs.insert(hs.begin(), c.cell.n_delays);
+  Shape hs = SeqShape(c, H);
+  if (c.cell.kind == CellKind::kSkip) hs.Prepend(c.cell.n_delays);
   t.hprev = Ptr<T>(tp[1], "tape hprev", hs, write, false);
   if (c.cell.kind == CellKind::kLstm) t.c = Ptr<T>(tp[2], "tape c", SeqShape(c, H), write, false);
   if (c.cell.kind == CellKind::kGru) t.extra = Ptr<T>(tp[3], "tape extra", SeqShape(c, H), write, false);

@@ -105,6 +105,7 @@ inline void Prod(const T* const* rows, int K, const T* wp, Vec<T> (&acc)[R][G]) 
 template <typename T>
 void DirectProd(const T* w, int GH, int H, const T* h, int B, T* rec) {
   constexpr int W = Vec<T>::kW;
+  const int hfull = H / W * W, tail = H - hfull;
   for (int b = 0; b < B; ++b) {
     const T* hb = h + static_cast<int64_t>(b) * H;
     T* out = rec + static_cast<int64_t>(b) * GH;
@@ -112,13 +113,20 @@ void DirectProd(const T* w, int GH, int H, const T* h, int B, T* rec) {
     for (; m + 4 <= GH; m += 4) {
       const T* w0 = w + static_cast<int64_t>(m) * H;
       Vec<T> a0 = Zero<T>(), a1 = Zero<T>(), a2 = Zero<T>(), a3 = Zero<T>();
-      for (int k = 0; k < H; k += W) {
-        const int n = MinI(W, H - k);
-        const Vec<T> x = LoadN(hb + k, n);
-        a0 = Fma(x, LoadN(w0 + k, n), a0);
-        a1 = Fma(x, LoadN(w0 + H + k, n), a1);
-        a2 = Fma(x, LoadN(w0 + 2 * H + k, n), a2);
-        a3 = Fma(x, LoadN(w0 + 3 * H + k, n), a3);
+      int k = 0;
+      for (; k < hfull; k += W) {
+        const Vec<T> x = Load(hb + k);
+        a0 = Fma(x, Load(w0 + k), a0);
+        a1 = Fma(x, Load(w0 + H + k), a1);
+        a2 = Fma(x, Load(w0 + 2 * H + k), a2);
+        a3 = Fma(x, Load(w0 + 3 * H + k), a3);
+      }
+      if (tail) {
+        const Vec<T> x = LoadN(hb + k, tail);
+        a0 = Fma(x, LoadN(w0 + k, tail), a0);
+        a1 = Fma(x, LoadN(w0 + H + k, tail), a1);
+        a2 = Fma(x, LoadN(w0 + 2 * H + k, tail), a2);
+        a3 = Fma(x, LoadN(w0 + 3 * H + k, tail), a3);
       }
       out[m] = ReduceAdd(a0);
       out[m + 1] = ReduceAdd(a1);
@@ -328,16 +336,24 @@ void Forward(const FwdArgs<T>& a) {
   c.bias_x = bx;
   c.bias_h = bh;
 
-  // 1. The input projection of all N rows at once.
-  Gemm<T>(false, true, static_cast<int>(N), static_cast<int>(GH), I, T(1), a.x.p,
-          static_cast<int>(a.x.ld), a.w.w_ih, I, T(0), c.gates.p, static_cast<int>(GH), pb.threads);
-
-  // 2. The recurrent weights repacked once for this call, unless the call is
-  // too short to amortise that (a streamed step): then W_hh is read as it is.
+  // A call too short to amortise repacking W_hh (a streamed step) reads the
+  // weights as they are, row by row, and skips BLAS for its few rows.
   const bool simple = kind == CellKind::kLstm || kind == CellKind::kRnnTanh ||
                       kind == CellKind::kRnnRelu || kind == CellKind::kLeaky ||
                       (gru && a.cell.reset_after);
   c.direct = simple && B <= 4 && N <= 32;
+
+  // 1. The input projection of all N rows at once.
+  if (c.direct) {
+    for (int t = 0; t < Tn; ++t)
+      for (int b = 0; b < B; ++b)
+        DirectProd(a.w.w_ih, static_cast<int>(GH), I, a.x.Row(t, b), 1, c.gates.Row(t, b));
+  } else {
+    Gemm<T>(false, true, static_cast<int>(N), static_cast<int>(GH), I, T(1), a.x.p,
+            static_cast<int>(a.x.ld), a.w.w_ih, I, T(0), c.gates.p, static_cast<int>(GH), pb.threads);
+  }
+
+  // 2. The recurrent weights repacked once for this call (unless direct).
   Buffer<T> recbuf;
   if (c.direct) {
     c.rec = recbuf.Alloc(static_cast<int64_t>(B) * GH);

@@ -5,6 +5,12 @@ Every cell kind is trained on the adding problem (Hochreiter & Schmidhuber
 marked, and the target is the sum of their two values. Predicting the mean
 gives a test MSE of about 0.167; a cell that bridges the ~50-step lag between
 the marks and the end drives it towards 0.
+
+Before and after training it also measures how the gradient of the loss
+flows back through time in each cell (``rnncore.diagnostics.gradient_flow``
+on 100 test samples), prints the lag at which ``||dL/dh_t||`` falls below
+1e-3 of its last-step value, and, with matplotlib installed, saves the curves
+of the Elman, leaky, skip and LSTM cells to ``gradient_flow.png`` (``--plot``).
 """
 from __future__ import annotations
 
@@ -44,15 +50,21 @@ def _cells(hidden: int):
 
 
 def train_cell(make, *, steps=100, hidden=64, n_train=10000, n_test=1000, epochs=20,
-               budget=60.0, batch_size=50, lr=1e-2, seed=0, progress=True, target=0.01):
+               budget=60.0, batch_size=50, lr=1e-2, seed=0, progress=True, target=0.01,
+               inspect=None):
     """Train one cell; stop at ``epochs``, when the test MSE falls below
-    ``target``, or when ``budget`` seconds have passed. Returns (mse, seconds, epochs)."""
+    ``target``, or when ``budget`` seconds have passed. Returns (mse, seconds, epochs).
+
+    ``inspect(stage, model, X_test, Y_test)``, if given, is called with stage
+    ``"init"`` before training and ``"trained"`` after it (outside the budget)."""
     from . import Linear, Sequential, optim
     rng = np.random.default_rng(seed)
     X, Y = adding_problem(n_train, steps, rng)
     Xt, Yt = adding_problem(n_test, steps, rng)
     model = Sequential(make(seed), Linear(hidden, 1, seed=seed))
     opt = optim.Adam(lr=lr)
+    if inspect is not None:
+        inspect("init", model, Xt, Yt)
     t0 = time.perf_counter()
     mse, done = float("nan"), 0
     for epoch in range(epochs):
@@ -62,7 +74,60 @@ def train_cell(make, *, steps=100, hidden=64, n_train=10000, n_test=1000, epochs
         done = epoch + 1
         if mse < target or time.perf_counter() - t0 > budget:
             break
-    return mse, time.perf_counter() - t0, done
+    secs = time.perf_counter() - t0
+    if inspect is not None:
+        inspect("trained", model, Xt, Yt)
+    return mse, secs, done
+
+
+# the cells drawn in gradient_flow.png (all are measured and printed)
+_PLOTTED = ("Elman", "leaky", "skip", "LSTM")
+_FLOW_SAMPLES = 100
+_RATIO = 1e-3
+
+
+def _flow_inspector(flows: dict, name: str):
+    """An ``inspect`` for train_cell: stores the gradient flow of the model's
+    recurrent layer under flows[stage][name]."""
+    from .diagnostics import gradient_flow
+
+    def inspect(stage, model, Xt, Yt):
+        n = min(_FLOW_SAMPLES, len(Xt))
+        flow = gradient_flow(model, Xt[:n], Yt[:n], loss="mse")
+        flows.setdefault(stage, {})[name] = next(iter(flow.values()))
+    return inspect
+
+
+def _lag_str(norms) -> str:
+    from .diagnostics import decay_lag
+    if not (np.isfinite(norms[-1]) and norms[-1] > 0):
+        return "n/a"
+    lag = decay_lag(norms, _RATIO)
+    return f"> {len(norms) - 1}" if lag is None else str(lag)
+
+
+def _plot_flows(flows: dict, path: str, steps: int) -> None:
+    try:
+        from .diagnostics import _has_display, _new_figure, plot_gradient_flow
+        fig, axes = _new_figure(2, headless=not _has_display())
+    except ImportError:
+        print(f"\n(matplotlib is not installed: no {path}; pip install 'rnncore[plot]' to get it)")
+        return
+    for ax, stage, title in zip(axes, ("init", "trained"), ("at initialisation", "after training")):
+        curves = {name: v for name, v in flows.get(stage, {}).items()
+                  if any(name.startswith(p) for p in _PLOTTED)}
+        plot_gradient_flow(curves, ax=ax, title=title, normalize=True, threshold=_RATIO)
+    lo = min(ax.get_ylim()[0] for ax in axes)
+    hi = max(ax.get_ylim()[1] for ax in axes)
+    for ax in axes:
+        ax.set_ylim(lo, hi)
+    fig.suptitle(f"Gradient flow back through time, adding problem T={steps} "
+                 f"({_FLOW_SAMPLES} test samples, mse loss)")
+    fig.savefig(path, dpi=80)
+    if hasattr(fig.canvas, "manager") and fig.canvas.manager is not None:
+        import matplotlib.pyplot as plt
+        plt.close(fig)
+    print(f"\nwrote {path}")
 
 
 def main(argv=None) -> int:
@@ -73,16 +138,27 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=float, default=45.0, help="seconds per cell (default 45)")
     p.add_argument("--train", type=int, default=10000, help="training samples (default 10000)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--plot", default="gradient_flow.png", metavar="PATH",
+                   help="where to save the gradient-flow figure if matplotlib is installed "
+                        "(default gradient_flow.png; '' for none)")
     a = p.parse_args(argv)
     print(f"Adding problem, T={a.steps}, {a.train} training samples; predicting the mean gives MSE ~ 0.167.")
-    rows = []
+    rows, flows = [], {}
     for name, make in _cells(a.hidden):
         print(f"\n{name}")
         mse, secs, ep = train_cell(make, steps=a.steps, hidden=a.hidden, n_train=a.train,
-                                   epochs=a.epochs, budget=a.budget, progress=not a.quiet)
+                                   epochs=a.epochs, budget=a.budget, progress=not a.quiet,
+                                   inspect=_flow_inspector(flows, name))
         rows.append((name, mse, secs, ep))
     print(f"\n{'cell':<24} {'test MSE':>9} {'epochs':>7} {'time':>8}  learnt the dependency")
     for name, mse, secs, ep in rows:
         verdict = "yes" if mse < 0.01 else ("partly" if mse < 0.1 else "no")
         print(f"{name:<24} {mse:9.4f} {ep:7d} {secs:7.1f}s  {verdict}")
+    print(f"\nGradient flow ({_FLOW_SAMPLES} test samples, mse loss): the lag at which ||dL/dh_t|| "
+          f"falls below {_RATIO:g} of its last-step value")
+    print(f"{'cell':<24} {'at init':>9} {'trained':>9}")
+    for name, *_ in rows:
+        print(f"{name:<24} {_lag_str(flows['init'][name]):>9} {_lag_str(flows['trained'][name]):>9}")
+    if a.plot:
+        _plot_flows(flows, a.plot, a.steps)
     return 0

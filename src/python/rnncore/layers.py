@@ -127,6 +127,29 @@ class _Recurrent:
             out[role] = a
         return out
 
+    def _param_tuple(self, k: int, d: int) -> tuple:
+        """The kernels' weight tuple of layer k, direction d. Validated once
+        and reused while ``params`` holds the very same (contiguous) arrays: a
+        replaced array is checked again; an in-place change needs no check."""
+        cache = self.__dict__.setdefault("_wcache", {})
+        hit = cache.get((k, d))
+        params = self.params
+        if hit is not None:
+            names, arrays, tup = hit
+            for n, a in zip(names, arrays):
+                if params.get(n) is not a:
+                    break
+            else:
+                return tup
+        w = self._weights(k, d, params, "params")
+        names = [name for name, _ in self._param_shapes(k, d).values()]
+        tup = self._wtuple(w)
+        if all(params[n] is w[r] for r, (n, _) in self._param_shapes(k, d).items()):
+            cache[(k, d)] = (names, [params[n] for n in names], tup)
+        else:  # a contiguous copy was made: check again next time
+            cache.pop((k, d), None)
+        return tup
+
     def _cell_args(self) -> tuple:
         """(kind, peephole, reset_after) for the kernels."""
         raise NotImplementedError
@@ -256,10 +279,15 @@ class _Recurrent:
         return self._run(x, state, lengths, train=True)
 
     def _spec(self, d: int, threads: int, step0: int) -> tuple:
-        kind, peephole, reset_after = self._cell_args()
-        return (kind, peephole, reset_after, d == 1, self.batch_first, threads,
-                self.num_directions, d, self.hidden_size, list(self._delays),
-                list(self._periods), step0)
+        parts = self.__dict__.get("_spec_parts")
+        if parts is None:
+            kind, peephole, reset_after = self._cell_args()
+            parts = [((kind, peephole, reset_after, dd == 1, self.batch_first),
+                      (self.num_directions, dd, self.hidden_size, list(self._delays),
+                       list(self._periods))) for dd in range(self.num_directions)]
+            self._spec_parts = parts
+        head, tail = parts[d]
+        return head + (threads,) + tail + (step0,)
 
     def _tape_arrays(self, T, B) -> tuple:
         H, G = self.hidden_size, self._gates
@@ -288,11 +316,10 @@ class _Recurrent:
             y = np.empty(self._seq_shape(T, B, D * H), self.dtype)
             recs = []
             for d in range(D):
-                w = self._weights(k, d, self.params, "params")
                 i = k * D + d
                 rec = self._tape_arrays(T, B) if train else None
                 recs.append(rec)
-                fwd(self._spec(d, threads, step0), inp, self._wtuple(w),
+                fwd(self._spec(d, threads, step0), inp, self._param_tuple(k, d),
                     None if h0 is None else h0[i], None if c0 is None else c0[i], lens,
                     y, hn[i], None if cn is None else cn[i], rec)
             if train:
@@ -350,10 +377,9 @@ class _Recurrent:
                 dh_k = np.zeros(self._seq_shape(T, B, D * H), self.dtype)
                 dh[k] = dh_k
             for d in range(D):
-                w = self._weights(k, d, self.params, "params")
                 g = self._weights(k, d, self.grads, "grads")
                 i = k * D + d
-                bwd(self._spec(d, threads, tape.step0), inp, self._wtuple(w),
+                bwd(self._spec(d, threads, tape.step0), inp, self._param_tuple(k, d),
                     None if tape.h0 is None else tape.h0[i], None if tape.c0 is None else tape.c0[i],
                     tape.lengths, tape.records[k][d], grad,
                     None if dhn is None else dhn[i], None if dcn is None else dcn[i],
