@@ -285,6 +285,36 @@ void FinishDh0(BwdCtx<T>& c, int b0, int b1, int K) {
   }
 }
 
+// The input projection of this thread's unit blocks for all N rows (in memory
+// order) with the packed W_ih: gates[r][g*H + j] = sum_i x[r][i] W_ih[g*H + j][i].
+// rnncore's own kernel rather than BLAS: the same register tiles as the
+// recurrent product, and no second thread pool.
+template <typename T, int G>
+void InputProj(const FwdCtx<T>& c, const T* pih, int I, int64_t N, int b0, int b1) {
+  constexpr int W = Vec<T>::kW;
+  const int H = c.H;
+  const T* x = c.a->x.p;
+  const int64_t ldx = c.a->x.ld;
+  for (int blk = b0; blk < b1; ++blk) {
+    const int j0 = blk * W, n = MinI(W, H - j0);
+    const T* wp = pih + static_cast<int64_t>(blk) * I * G * W;
+    for (int64_t base = 0; base < N; base += 1 << 20) {  // int row counts per tile pass
+      const int rows_here = static_cast<int>(N - base < (1 << 20) ? N - base : (1 << 20));
+      RowTiles<TileRows<G>()>(rows_here, [&](int r0, auto nr_c) {
+        constexpr int R = decltype(nr_c)::value;
+        const T* rows[R];
+        for (int r = 0; r < R; ++r) rows[r] = x + (base + r0 + r) * ldx;
+        Vec<T> acc[R][G];
+        Prod<T, G, R>(rows, I, wp, acc);
+        for (int r = 0; r < R; ++r) {
+          T* out = c.gates.p + (base + r0 + r) * c.GH + j0;
+          for (int g = 0; g < G; ++g) StoreN(out + static_cast<int64_t>(g) * H, acc[r][g], n);
+        }
+      });
+    }
+  }
+}
+
 template <typename T>
 Seq<T> TapeSeq(T* p, int64_t ld, const Seq<const T>& like) {
   Seq<T> s;
@@ -348,9 +378,11 @@ void Forward(const FwdArgs<T>& a) {
     for (int t = 0; t < Tn; ++t)
       for (int b = 0; b < B; ++b)
         DirectProd(a.w.w_ih, static_cast<int>(GH), I, a.x.Row(t, b), 1, c.gates.Row(t, b));
-  } else {
-    Gemm<T>(false, true, static_cast<int>(N), static_cast<int>(GH), I, T(1), a.x.p,
-            static_cast<int>(a.x.ld), a.w.w_ih, I, T(0), c.gates.p, static_cast<int>(GH), pb.threads);
+  }
+  Buffer<T> packih;  // otherwise done by the team below, with W_ih packed once
+  if (!c.direct) {
+    packih.Alloc(static_cast<int64_t>(nblk) * I * G * W);
+    PackFwd(a.w.w_ih, H, I, 0, G, packih.get());
   }
 
   // 2. The recurrent weights repacked once for this call (unless direct).
@@ -406,6 +438,14 @@ void Forward(const FwdArgs<T>& a) {
   RunTeam(nt, [&](int tid, int nteam) {
     int b0, b1;
     OwnBlocks(nblk, tid, nteam, &b0, &b1);
+    if (!c.direct) {
+      switch (G) {
+        case 4: InputProj<T, 4>(c, packih.get(), I, N, b0, b1); break;
+        case 3: InputProj<T, 3>(c, packih.get(), I, N, b0, b1); break;
+        default: InputProj<T, 1>(c, packih.get(), I, N, b0, b1); break;
+      }
+      // no barrier: a thread's steps read only its own blocks' columns
+    }
     for (int s = 0; s < Tn; ++s) {
       const T* hp = c.hb[s & 1];
       T* hc = c.hb[(s + 1) & 1];

@@ -527,8 +527,9 @@ def plot_gradient_flow(results, path=None, *, ax=None, title=None, normalize=Fal
         ax.axhline(threshold, color="0.45", ls=":", lw=1.2, label=f"{threshold:g} of lag 0" if normalize
                    else f"{threshold:g}")
     ax.set_yscale("log")
-    ax.set_xlabel("lag T-1-t (steps back from the last step)")
-    ax.set_ylabel("||dL/dh_t|| / ||dL/dh_T-1||" if normalize else "||dL/dh_t|| (mean over the batch)")
+    ax.set_xlabel("lag $T-1-t$ (steps back from the last step)")
+    ax.set_ylabel(r"$\Vert\partial L/\partial h_t\Vert \,/\, \Vert\partial L/\partial h_{T-1}\Vert$"
+                  if normalize else r"$\Vert\partial L/\partial h_t\Vert$ (mean over the batch)")
     ax.set_xlim(left=0)
     ax.grid(True, which="major", alpha=0.3)
     if title is not None:
