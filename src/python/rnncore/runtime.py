@@ -111,6 +111,7 @@ def runtime_info() -> dict:
         "threads": get_num_threads(),
         "cores": _core.max_threads(),
         "openmp": bool(_core.have_openmp()),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
         "blas": (_core.blas_info() + ", single-threaded calls split over rnncore's threads")
                 if not _blas_error else f"none ({_blas_error})",
         "compiler": _core.compiler,
