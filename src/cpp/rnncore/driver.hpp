@@ -258,6 +258,20 @@ inline const T* DgRow(const BwdCtx<T>& c, int s, int b, int64_t col) {
   return t < 0 ? c.zero : c.dg.Row(t, b) + col;
 }
 
+// acc[r] = W_hh^T dG_s for R rows from r0 (own unit block packed in wp, K rows
+// of W_hh): the part of dL/dh_{s-1} that goes through the recurrent weights;
+// zero past the last step.
+template <typename T, int R>
+inline void BackProd(const BwdCtx<T>& c, int s, int r0, int K, const T* wp, Vec<T> (&acc)[R][1]) {
+  if (s >= c.a->pb.T) {
+    for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
+    return;
+  }
+  const T* rows[R];
+  for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s, r0 + r, 0);
+  Prod<T, 1, R>(rows, K, wp, acc);
+}
+
 #include "rnncore/cells/rnn.hpp"
 #include "rnncore/cells/lstm.hpp"
 #include "rnncore/cells/gru.hpp"

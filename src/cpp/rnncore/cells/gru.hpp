@@ -53,21 +53,14 @@ void GruBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   using V = Vec<T>;
   const int H = c.H, K = static_cast<int>(c.GH);
-  const bool first = s + 1 >= c.a->pb.T;
   const V one = Set1(T(1));
   for (int blk = b0; blk < b1; ++blk) {
     const int j0 = blk * W, n = MinI(W, H - j0);
     const T* wp = c.wpb + static_cast<int64_t>(blk) * K * W;
     RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
-      V acc[R][1];
-      if (first) {
-        for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
-      } else {
-        const T* rows[R];
-        for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s + 1, r0 + r, 0);
-        Prod<T, 1, R>(rows, K, wp, acc);
-      }
+      Vec<T> acc[R][1];
+      BackProd<T, R>(c, s + 1, r0, K, wp, acc);
       for (int r = 0; r < R; ++r) {
         const int b = r0 + r;
         const int t = MapT(c.a->pb, s, b);
@@ -173,21 +166,14 @@ void GruV1BwdGates(BwdCtx<T>& c, int s, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   using V = Vec<T>;
   const int H = c.H, K = 2 * H;
-  const bool first = s + 1 >= c.a->pb.T;
   const V one = Set1(T(1));
   for (int blk = b0; blk < b1; ++blk) {
     const int j0 = blk * W, n = MinI(W, H - j0);
     const T* wp = c.wpb + static_cast<int64_t>(blk) * K * W;
     RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
-      V acc[R][1];
-      if (first) {
-        for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
-      } else {
-        const T* rows[R];
-        for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s + 1, r0 + r, 0);
-        Prod<T, 1, R>(rows, K, wp, acc);
-      }
+      Vec<T> acc[R][1];
+      BackProd<T, R>(c, s + 1, r0, K, wp, acc);
       for (int r = 0; r < R; ++r) {
         const int b = r0 + r;
         const int t = MapT(c.a->pb, s, b);

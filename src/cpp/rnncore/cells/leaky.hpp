@@ -46,7 +46,6 @@ void LeakyBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   using V = Vec<T>;
   const int H = c.H;
-  const bool first = s + 1 >= c.a->pb.T;
   const T* alpha = c.a->w.alpha;
   const V one = Set1(T(1));
   for (int blk = b0; blk < b1; ++blk) {
@@ -56,14 +55,8 @@ void LeakyBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
     V dal = LoadN(c.dalpha + j0, n);
     RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
-      V acc[R][1];
-      if (first) {
-        for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
-      } else {
-        const T* rows[R];
-        for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s + 1, r0 + r, 0);
-        Prod<T, 1, R>(rows, H, wp, acc);
-      }
+      Vec<T> acc[R][1];
+      BackProd<T, R>(c, s + 1, r0, H, wp, acc);
       for (int r = 0; r < R; ++r) {
         const int b = r0 + r;
         const int t = MapT(c.a->pb, s, b);

@@ -107,20 +107,13 @@ template <typename T>
 void LstmBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   const int H = c.H, K = static_cast<int>(c.GH);
-  const bool first = s + 1 >= c.a->pb.T;
   for (int blk = b0; blk < b1; ++blk) {
     const int j0 = blk * W, n = MinI(W, H - j0);
     const T* wp = c.wpb + static_cast<int64_t>(blk) * K * W;
     RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
       Vec<T> acc[R][1];
-      if (first) {
-        for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
-      } else {
-        const T* rows[R];
-        for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s + 1, r0 + r, 0);
-        Prod<T, 1, R>(rows, K, wp, acc);
-      }
+      BackProd<T, R>(c, s + 1, r0, K, wp, acc);
       for (int r = 0; r < R; ++r) LstmBwdLanes(c, s, r0 + r, j0, n, acc[r][0]);
     });
   }

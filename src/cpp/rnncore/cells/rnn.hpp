@@ -40,20 +40,13 @@ template <typename T, bool kRelu>
 void RnnBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   const int H = c.H;
-  const bool first = s + 1 >= c.a->pb.T;
   for (int blk = b0; blk < b1; ++blk) {
     const int j0 = blk * W, n = MinI(W, H - j0);
     const T* wp = c.wpb + static_cast<int64_t>(blk) * H * W;
     RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
       Vec<T> acc[R][1];
-      if (first) {
-        for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
-      } else {
-        const T* rows[R];
-        for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s + 1, r0 + r, 0);
-        Prod<T, 1, R>(rows, H, wp, acc);
-      }
+      BackProd<T, R>(c, s + 1, r0, H, wp, acc);
       for (int r = 0; r < R; ++r) {
         const int b = r0 + r;
         const int t = MapT(c.a->pb, s, b);
