@@ -54,7 +54,7 @@ def test_demo_trains_a_cell_on_the_adding_problem():
 
 def test_demo_command_line_prints_the_table():
     out = subprocess.run([sys.executable, "-m", "rnncore", "demo", "--steps", "8", "--hidden", "12",
-                          "--epochs", "1", "--train", "200", "--quiet"],
+                          "--epochs", "1", "--train", "200", "--quiet", "--plot", ""],
                          capture_output=True, text=True, check=True, timeout=300)
     assert "test MSE" in out.stdout
     for name in ("Elman", "leaky", "skip", "clockwork", "GRU", "LSTM"):

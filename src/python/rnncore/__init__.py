@@ -27,13 +27,13 @@ from .runtime import (available_isas, get_isa, get_num_threads, runtime_info,
 from .layers import GRU, LSTM, RNN, ClockworkRNN, LeakyRNN, SkipRNN
 from .modules import Dropout, Linear
 from .model import History, NonFiniteError, Sequential
-from . import callbacks, losses, optim
+from . import callbacks, diagnostics, losses, optim
 from .io import from_torch, load, load_checkpoint
 
 __all__ = [
     "LSTM", "GRU", "RNN", "LeakyRNN", "SkipRNN", "ClockworkRNN",
     "Linear", "Dropout", "Sequential", "History", "NonFiniteError",
-    "losses", "optim", "callbacks", "load", "load_checkpoint", "from_torch",
+    "losses", "optim", "callbacks", "diagnostics", "load", "load_checkpoint", "from_torch",
     "set_num_threads", "get_num_threads", "show_runtime", "runtime_info",
     "available_isas", "get_isa", "__version__",
 ]

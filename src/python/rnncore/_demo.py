@@ -125,7 +125,7 @@ def _plot_flows(flows: dict, path: str, steps: int) -> None:
                 curves[f"{name}: {'>' + str(steps - 1) if lag is None else lag}"] = v
         plot_gradient_flow(curves, ax=ax, title=title, normalize=True, threshold=_RATIO)
         ax.set_ylim(1e-20, 5.0)  # below 1e-20 of the last step's gradient nothing is left
-        ax.legend(fontsize="small", loc="lower left", title="lag below 1e-3 for good",
+        ax.legend(fontsize="small", loc="center right", title="lag below 1e-3 for good",
                   title_fontsize="small")
     fig.suptitle(f"Gradient flow back through time on the adding problem, T={steps} "
                  f"({_FLOW_SAMPLES} test samples, mse loss)")

@@ -312,7 +312,8 @@ def decay_lag(norms, ratio=1e-3, *, sustained=False):
     lag-0 value, or None if it never does.
 
     ``norms`` is a (T,) curve as :func:`gradient_flow` returns it: entry T-1
-    is lag 0, entry T-1-lag is lag ``lag``. NaN entries never count as below.
+    is lag 0, entry T-1-lag is lag ``lag``. NaN entries (lags no row has)
+    are skipped.
     A curve that does not fall far enough within T-1 lags gives None: its
     gradient outlives the sequence.
 
@@ -331,13 +332,16 @@ def decay_lag(norms, ratio=1e-3, *, sustained=False):
     ref = a[-1]
     if not (np.isfinite(ref) and ref > 0):
         raise ValueError(f"norms[-1] (the lag-0 value) must be positive and finite, got {ref}")
+    rev = a[::-1]                      # index = lag
+    known = ~np.isnan(rev)             # NaN: no row has that lag
     with np.errstate(invalid="ignore"):
-        below = a[::-1] < ratio * ref
+        below = known & (rev < ratio * ref)
     if sustained:
-        if not below[-1]:
+        lags = np.flatnonzero(known)
+        above = np.flatnonzero(known & ~below)
+        if above.size and above[-1] == lags[-1]:
             return None
-        above = np.flatnonzero(~below)
-        return int(above[-1]) + 1 if above.size else 0
+        return int(lags[lags > above[-1]][0]) if above.size else 0
     hits = np.flatnonzero(below)
     return int(hits[0]) if hits.size else None
 
