@@ -346,8 +346,8 @@ def test_fit_argument_errors():
         model.fit(X[:, 0], Y, progress=False)
     with pytest.raises(ValueError, match="Y must have N = 10"):
         model.fit(X, Y[:5], progress=False)
-    with pytest.raises(ValueError, match="clip_norm must be a positive number"):
-        model.fit(X, Y, clip_norm=-1, progress=False)
+    with pytest.raises(ValueError, match="clip_norm must be a positive finite number"):
+        model.fit(X, Y, clip_norm=-1, progress=False)  # noqa
     with pytest.raises(ValueError, match="bptt must be >= 1, got 0"):
         model.fit(X, Y, bptt=0, progress=False)
     with pytest.raises(ValueError, match="readout must be 'last' or 'all'"):

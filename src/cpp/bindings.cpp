@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "rnncore/api.hpp"
@@ -116,6 +117,8 @@ void MakeCommon(const py::tuple& spec, const py::array& x, Common* c) {
     if (c->delays.empty()) throw py::value_error("delays must not be empty");
     for (size_t i = 0; i < c->delays.size(); ++i) {
       if (c->delays[i] < 1) throw py::value_error("delays must be >= 1");
+      if (c->delays[i] > (1 << 24))
+        throw py::value_error("delays must be <= 2**24, got " + std::to_string(c->delays[i]));
       for (size_t k = 0; k < i; ++k)
         if (c->delays[k] == c->delays[i]) throw py::value_error("delays must be distinct");
     }
@@ -129,7 +132,8 @@ void MakeCommon(const py::tuple& spec, const py::array& x, Common* c) {
     for (size_t i = 0; i < c->periods.size(); ++i)
       if (c->periods[i] < 1 || (i && c->periods[i] <= c->periods[i - 1]))
         throw py::value_error("periods must be increasing and >= 1");
-    if (c->cell.step0 < 0) throw py::value_error("step must be >= 0");
+    if (c->cell.step0 < 0 || c->cell.step0 > (int64_t(1) << 62))
+      throw py::value_error("step must be in [0, 2**62], got " + std::to_string(c->cell.step0));
     c->cell.periods = c->periods.data();
     c->cell.n_periods = static_cast<int>(c->periods.size());
   }
@@ -314,6 +318,32 @@ void Backward(const py::tuple& spec, const py::array& x, const py::tuple& weight
   a.dh0 = Ptr<T>(dh0, "dh0", StateShape(c), true);
   a.dc0 = lstm ? Ptr<T>(dc0, "dc0", StateShape(c), true) : nullptr;
   a.g = GetGrads<T>(c, a.w, grads, &gd);
+  {  // outputs must not alias inputs: the kernels read weights while adding into grads.
+     // Every array here was checked C-contiguous, so byte ranges decide overlap.
+    std::vector<std::pair<const char*, const char*>> ins, outs;
+    auto collect = [](const py::handle& o, std::vector<std::pair<const char*, const char*>>* v) {
+      auto add = [v](const py::handle& e) {
+        if (!py::isinstance<py::array>(e)) return;
+        py::array a = py::reinterpret_borrow<py::array>(e);
+        const char* p = static_cast<const char*>(a.data());
+        v->emplace_back(p, p + a.nbytes());
+      };
+      if (py::isinstance<py::list>(o) || py::isinstance<py::tuple>(o)) {
+        for (auto e : o) add(e);
+      } else {
+        add(o);
+      }
+    };
+    for (size_t i = 0; i < weights.size(); ++i) collect(weights[i], &ins);
+    collect(x, &ins);
+    collect(dy, &ins);
+    for (size_t i = 0; i < grads.size(); ++i) collect(grads[i], &outs);
+    collect(dx, &outs);
+    for (const auto& o : outs)
+      for (const auto& in : ins)
+        if (o.first < in.second && in.first < o.second)
+          throw py::value_error("backward outputs (grads, dx) must not share memory with its inputs");
+  }
   if (T* p = Ptr<T>(dh_seq, "dh_seq", SeqShape(c, int64_t(c.D) * H), true))
     a.dh_seq = SeqOf<T>(p + int64_t(c.dir) * H, int64_t(c.D) * H, c);
   const KernelTable& k = Kernels();
@@ -336,6 +366,14 @@ void GemmPy(bool ta, bool tb, double alpha, const py::array& a, const py::array&
   const T* pa = Ptr<T>(a, "a", {a.shape(0), a.shape(1)}, false, false);
   const T* pb = Ptr<T>(b, "b", {b.shape(0), b.shape(1)}, false, false);
   T* pc = Ptr<T>(c, "c", {m, n}, true, false);
+  {
+    const char* c0 = reinterpret_cast<const char*>(pc);
+    const char* c1 = c0 + c.nbytes();
+    for (const py::array* in : {&a, &b}) {
+      const char* i0 = static_cast<const char*>(in->data());
+      if (c0 < i0 + in->nbytes() && i0 < c1) throw py::value_error("gemm: c must not overlap a or b");
+    }
+  }
   py::gil_scoped_release release;
   Gemm<T>(ta, tb, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), static_cast<T>(alpha), pa,
           static_cast<int>(a.shape(1)), pb, static_cast<int>(b.shape(1)), static_cast<T>(beta), pc,

@@ -69,6 +69,12 @@ class _Recurrent:
         self.seed = seed
         self._rng = np.random.default_rng(seed)
         self.training = True
+        total = sum(int(np.prod(shape, dtype=object)) for k in range(self.num_layers)
+                    for d in range(self.num_directions)
+                    for _, shape in self._param_shapes(k, d).values())
+        if total > 2**31:
+            raise ValueError(f"hidden_size={self.hidden_size} with input_size={self.input_size} and "
+                             f"num_layers={self.num_layers} needs {total} parameters; at most 2**31 are supported")
         self.params = {}
         self._init_params()
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
@@ -120,8 +126,11 @@ class _Recurrent:
                 raise TypeError(f"{what}[{name!r}] must be a numpy {self.dtype} array, got {got}")
             if a.shape != shape:
                 raise ValueError(f"{what}[{name!r}] must be {shape_str(shape)}, got {shape_str(a.shape)}")
-            if what == "grads" and not (a.flags.c_contiguous and a.flags.writeable):
-                raise ValueError(f"grads[{name!r}] must be a writable C-contiguous array")
+            if what == "grads":
+                if not (a.flags.c_contiguous and a.flags.writeable):
+                    raise ValueError(f"grads[{name!r}] must be a writable C-contiguous array")
+                if any(np.shares_memory(a, p) for p in self.params.values()):
+                    raise ValueError(f"grads[{name!r}] must not share memory with a parameter")
             if not a.flags.c_contiguous:
                 a = np.ascontiguousarray(a)
             out[role] = a
@@ -540,6 +549,8 @@ class LeakyRNN(_Recurrent):
             raise TypeError(f"learn_alpha must be a bool, got {type(learn_alpha).__name__}")
         self.learn_alpha = bool(learn_alpha)
         H = check_int("hidden_size", hidden_size, 1)
+        if H * H > 2**31:  # before the per-unit alphas are built (the base class checks fully)
+            raise ValueError(f"hidden_size={H} needs more than 2**31 parameters; at most 2**31 are supported")
         if alpha is None and timescales is None:
             timescales = (1.0, 100.0)
         self._alpha0 = _alphas(alpha, timescales, H, check_dtype(dtype))
@@ -596,6 +607,8 @@ class SkipRNN(_Recurrent):
         if not isinstance(delays, (tuple, list)) or len(delays) == 0:
             raise ValueError(f"delays must be a non-empty tuple of positive ints, got {delays!r}")
         ds = tuple(check_int("delays[i]", d, 1) for d in delays)
+        if max(ds) > 2**24:
+            raise ValueError(f"delays must be <= 2**24, got {max(ds)}")
         if len(set(ds)) != len(ds):
             raise ValueError(f"delays must not repeat, got {ds}")
         self.delays = ds
@@ -696,6 +709,8 @@ class ClockworkRNN(_Recurrent):
         h = as_real_array(f"{name}[0] (h)", state[0], self.dtype)
         check_shape(f"{name}[0] (h)", h, shape, self._state_letters())
         step = check_int(f"{name}[1] (step)", state[1], 0)
+        if step > 2**62:
+            raise ValueError(f"{name}[1] (step) must be <= 2**62, got {step}")
         return h, None, step
 
     def _pack_state(self, h, c, step):

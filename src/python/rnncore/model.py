@@ -7,6 +7,7 @@ model's output is (N, F_out); with ``readout="all"`` it is (N, T, F_out).
 from __future__ import annotations
 
 import math
+import numbers
 import time
 
 import numpy as np
@@ -268,8 +269,18 @@ class Sequential:
         if on_nonfinite not in ("raise", "skip"):
             raise ValueError(f"on_nonfinite must be 'raise' or 'skip', got {on_nonfinite!r}")
         for name, v in (("clip_norm", clip_norm), ("clip_value", clip_value)):
-            if v is not None and not (isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0):
-                raise ValueError(f"{name} must be a positive number or None, got {v!r}")
+            if v is not None and not (isinstance(v, (numbers.Real, np.floating)) and not isinstance(v, bool)
+                                      and math.isfinite(float(v)) and float(v) > 0):
+                raise ValueError(f"{name} must be a positive finite number or None, got {v!r}")
+        if seed is not None:
+            check_int("seed", seed, 0)
+        if callbacks is None:
+            callbacks = ()
+        if not isinstance(callbacks, (list, tuple)):
+            raise TypeError(f"callbacks must be a list of Callback objects, got {type(callbacks).__name__}")
+        for i, cb in enumerate(callbacks):
+            if not all(hasattr(cb, h) for h in ("on_train_begin", "on_epoch_end", "on_train_end")):
+                raise TypeError(f"callbacks[{i}] must be a rnncore.callbacks.Callback, got {type(cb).__name__}")
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
@@ -277,6 +288,11 @@ class Sequential:
             val = tuple(validation_data) + ((None,) if len(validation_data) == 2 else ())
         if optimizer is None:
             optimizer = _optim.Adam(lr=1e-3)
+        elif isinstance(optimizer, str):
+            optimizer = _optim.get(optimizer)
+        if not (hasattr(optimizer, "bind") and hasattr(optimizer, "step")):
+            raise TypeError(f"optimizer must be an rnncore.optim optimizer or its name, "
+                            f"got {type(optimizer).__name__}")
         if self.optimizer is not optimizer or getattr(optimizer, "_bound_to", None) is not self:
             optimizer.bind(self.params, self.frozen_params())
             optimizer._bound_to = self
