@@ -3,17 +3,6 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-import os as _os
-
-# OpenMP workers that spin after each parallel region hold a core that the
-# rest of a pipeline (or the other half of a team on a busy machine) needs:
-# unless the user chose a policy, rnncore's OpenMP threads wait passively
-# (read once, when the OpenMP runtime loads). rnncore's own per-step barrier
-# spins a few microseconds before it sleeps, so its time loop does not depend
-# on this. See rnncore.show_runtime().
-if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
-    _os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-
 try:
     from . import _core  # noqa: F401
 except ImportError as e:  # pragma: no cover - shown only on a broken install
