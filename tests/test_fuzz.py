@@ -1251,6 +1251,8 @@ def run_model_case(c: dict) -> None:
                      "bad_X": (np.zeros((N, T, F + 1)), Y_p)}[how]
         elif brk == "callbacks":
             value = {"int": [1], "none": None, "object": [object()]}[how]
+            if how == "none":
+                valid = True  # None means no callbacks, as in Keras
         fit_kw[brk] = value
     if method == "fit" and fit_kw["bptt"] and c["readout"] == "last" and lengths_p is not None:
         # documented: needs sequences of equal length (checked before some other arguments)

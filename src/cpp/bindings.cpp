@@ -336,13 +336,17 @@ void Backward(const py::tuple& spec, const py::array& x, const py::tuple& weight
     };
     for (size_t i = 0; i < weights.size(); ++i) collect(weights[i], &ins);
     collect(x, &ins);
-    collect(dy, &ins);
+    for (const py::object* o : {&dy, &h0, &c0, &dhn, &dcn, &tape, &lengths}) collect(*o, &ins);
     for (size_t i = 0; i < grads.size(); ++i) collect(grads[i], &outs);
-    collect(dx, &outs);
+    for (const py::object* o : {&dx, &dh0, &dc0, &dh_seq}) collect(*o, &outs);
+    for (size_t i = 0; i < outs.size(); ++i)  // nor each other
+      for (size_t j = 0; j < i; ++j)
+        if (outs[i].first < outs[j].second && outs[j].first < outs[i].second)
+          throw py::value_error("backward outputs (grads, dx, dh0, dc0) must not share memory");
     for (const auto& o : outs)
       for (const auto& in : ins)
         if (o.first < in.second && in.first < o.second)
-          throw py::value_error("backward outputs (grads, dx) must not share memory with its inputs");
+          throw py::value_error("backward outputs (grads, dx, dh0, dc0) must not share memory with its inputs");
   }
   if (T* p = Ptr<T>(dh_seq, "dh_seq", SeqShape(c, int64_t(c.D) * H), true))
     a.dh_seq = SeqOf<T>(p + int64_t(c.dir) * H, int64_t(c.D) * H, c);
