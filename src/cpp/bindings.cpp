@@ -405,7 +405,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("bind_blas", &BindBlas, py::arg("path"), py::arg("prefix"));
   m.def("blas_bound", &BlasBound);
   m.def("blas_info", &BlasInfo);
-  m.def("set_blas_threads", &BlasSetThreads);
   m.def("isa", []() { return std::string(Kernels().name); });
   m.def("available_isas", &AvailableIsas);
   m.def("select_isa", &SelectIsa);

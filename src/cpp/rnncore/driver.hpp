@@ -33,7 +33,6 @@ class Buffer {  // 64-byte aligned scratch, freed on scope exit
 };
 
 inline int MinI(int a, int b) { return a < b ? a : b; }
-inline int MaxI(int a, int b) { return a > b ? a : b; }
 
 // Packed W_hh for the forward product of one thread's unit block:
 // out[blk][k][g][lane] = w[(g0 + g)*H + blk*W + lane][k], zero past H.

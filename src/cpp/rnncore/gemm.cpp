@@ -136,8 +136,4 @@ std::string BlasInfo() {
   return s + " (" + g_blas.path + ")";
 }
 
-void BlasSetThreads(int n) {
-  if (g_blas.set_threads) g_blas.set_threads(std::max(1, n));
-}
-
 }  // namespace rnncore

@@ -19,7 +19,5 @@ void Gemm(bool trans_a, bool trans_b, int m, int n, int k, T alpha, const T* a, 
 std::string BindBlas(const std::string& path, const std::string& prefix);
 bool BlasBound();
 std::string BlasInfo();
-// OpenBLAS's own thread count (kept at 1: rnncore splits the products itself).
-void BlasSetThreads(int n);
 
 }  // namespace rnncore

@@ -268,32 +268,16 @@ def gradient_flow(model_or_layer, X, Y=None, *, loss=None, lengths=None, dy=None
         if Y is not None:
             Yc = model._check_y(Y, N, kind)
             _, d = kind(out_, Yc, model._mask(lens, N, T))
-            start, injected = len(model.layers) - 1, False
+            dy_top = None
         else:
             layer = model.layers[top]
-            d = _given_dy(layer, dy, T, N) if kind is None else _synthetic_dy(layer, T, N, lens, kind, seed)
-            start, injected = top, True
-        found = []
-        # Sequential._backward, with dh= for each recurrent layer
-        for i in range(start, -1, -1):
-            layer = model.layers[i]
-            tape, extra = tapes[i]
-            if isinstance(layer, _Recurrent):
-                if i == start and injected:
-                    g = d
-                else:
-                    if extra is not None:
-                        last, full_shape = extra
-                        d = model._unpick_last(layer, d, last, full_shape)
-                    g = model._seq_in(layer, d) if not layer.batch_first else np.ascontiguousarray(d)
-                dh = {}
-                dx, _ = layer.backward(tape, g, dh=dh)
-                found.append((i, layer, dh))
-                d = model._seq_out(layer, dx)
-            else:
-                d = layer.backward(tape, d)
-    for i, layer, dh in reversed(found):
-        _layer_norms(f"{i}:{type(layer).__name__}", layer, dh, lens, direction, align, out)
+            dy_top = _given_dy(layer, dy, T, N) if kind is None else _synthetic_dy(layer, T, N, lens, kind, seed)
+            d = None
+        dhs = {}
+        model._backward(tapes, d, top=None if dy_top is None else top, dy_top=dy_top, dh=dhs)
+    for i in sorted(dhs):
+        layer = model.layers[i]
+        _layer_norms(f"{i}:{type(layer).__name__}", layer, dhs[i], lens, direction, align, out)
     return _nonempty(out, direction)
 
 

@@ -171,17 +171,29 @@ class Sequential:
                 tapes.append((None, None))
         return h, tapes, new_states
 
-    def _backward(self, tapes, dout):
+    def _backward(self, tapes, dout, *, top=None, dy_top=None, dh=None):
+        """Backward through every layer from the model's output gradient.
+
+        With ``top`` and ``dy_top``, start instead at recurrent layer ``top``
+        with ``dy_top`` in that layer's own layout; with ``dh`` a dict,
+        ``dh[i]`` receives recurrent layer i's dL/dh_t (see the layers'
+        ``backward``). Returns dX.
+        """
         d = dout
-        for i in range(len(self.layers) - 1, -1, -1):
+        start = len(self.layers) - 1 if top is None else top
+        for i in range(start, -1, -1):
             layer = self.layers[i]
             tape, extra = tapes[i]
             if isinstance(layer, _Recurrent):
-                if extra is not None:
-                    last, full_shape = extra
-                    d = self._unpick_last(layer, d, last, full_shape)
-                dy = self._seq_in(layer, d) if not layer.batch_first else np.ascontiguousarray(d)
-                dx, _ = layer.backward(tape, dy)
+                if i == top and dy_top is not None:
+                    dy = dy_top
+                else:
+                    if extra is not None:
+                        last, full_shape = extra
+                        d = self._unpick_last(layer, d, last, full_shape)
+                    dy = self._seq_in(layer, d) if not layer.batch_first else np.ascontiguousarray(d)
+                kw = {} if dh is None else {"dh": dh.setdefault(i, {})}
+                dx, _ = layer.backward(tape, dy, **kw)
                 d = self._seq_out(layer, dx)
             else:
                 d = layer.backward(tape, d)
@@ -297,7 +309,6 @@ class Sequential:
             optimizer.bind(self.params, self.frozen_params())
             optimizer._bound_to = self
         self.optimizer = optimizer
-        seed_seq = np.random.SeedSequence(seed) if seed is not None else None
         history = History()
         self.stop_training = False
         for cb in callbacks:
@@ -345,7 +356,6 @@ class Sequential:
         self._set_training(False)
         for cb in callbacks:
             cb.on_train_end(self)
-        del seed_seq
         return history
 
     def _chunks(self, T, bptt):
