@@ -43,6 +43,14 @@ std::string ShapeStr(const int64_t* s, int n) {
   return out + (n == 1 ? ",)" : ")");
 }
 
+// a's dtype is T's: the same descriptor object, or an equivalent one (a
+// copied np.dtype, as copy.deepcopy of a layer makes, is another object).
+template <typename T>
+bool IsDtype(const py::array& a) {
+  const py::dtype want = py::dtype::of<T>();
+  return a.dtype().is(want) || a.dtype().equal(want);
+}
+
 // The data pointer of `o`, which must be a C-contiguous T array of `shape`
 // (writable if `write`), or null when o is None and `optional`.
 template <typename T>
@@ -53,7 +61,7 @@ T* Ptr(const py::object& o, const char* name, const Shape& shape, bool write, bo
   }
   if (!py::isinstance<py::array>(o)) throw py::type_error(std::string(name) + " must be a numpy array");
   py::array a = py::reinterpret_borrow<py::array>(o);
-  if (!a.dtype().is(py::dtype::of<T>()))
+  if (!IsDtype<T>(a))
     throw py::type_error(std::string(name) + " must have dtype " +
                          std::string(py::str(py::dtype::of<T>())) + ", got " +
                          std::string(py::str(a.dtype())));
@@ -76,6 +84,14 @@ struct Common {
   std::vector<int32_t> delays, periods;  // owned here, pointed to by cell
 };
 
+// Sizes whose index products stay in the kernels' integer ranges.
+bool SizesFit(const Common& c, int64_t T, int64_t B, int64_t I) {
+  const int64_t gh = static_cast<int64_t>(c.G) * c.pb.H;
+  const int64_t lim = int64_t(1) << 31;
+  return T < lim && B < lim && I < lim && T * B < lim && gh < lim &&
+         T * B * std::max(gh, I) < (int64_t(1) << 40);
+}
+
 // spec = (kind, peephole, reset_after, reverse, batch_first, threads, num_dirs,
 //         dir, hidden, delays, periods, step0)
 template <typename V>
@@ -89,7 +105,8 @@ V SpecItem(const py::tuple& spec, size_t i, const char* name) {
   }
 }
 
-void MakeCommon(const py::tuple& spec, const py::array& x, Common* c) {
+// The spec's entries into c (everything but the sizes T, B, I that x gives).
+void ParseSpec(const py::tuple& spec, Common* c) {
   if (spec.size() != 12)
     throw py::value_error("spec must have 12 entries, got " + std::to_string(spec.size()));
   const int kind = SpecItem<int>(spec, 0, "kind");
@@ -137,18 +154,24 @@ void MakeCommon(const py::tuple& spec, const py::array& x, Common* c) {
     c->cell.periods = c->periods.data();
     c->cell.n_periods = static_cast<int>(c->periods.size());
   }
+  c->pb.H = hidden;
+}
+
+// T, B, I from x, which must be 3-D and not too large.
+void SetSizes(const py::array& x, Common* c) {
   if (x.ndim() != 3) throw py::value_error("x must be 3-D, got " + std::to_string(x.ndim()) + "-D");
   const int64_t d0 = x.shape(0), d1 = x.shape(1), I = x.shape(2);
   const int64_t T = c->batch_first ? d1 : d0, B = c->batch_first ? d0 : d1;
   if (T < 1 || B < 1 || I < 1) throw py::value_error("x must have T, B, I >= 1");
-  const int64_t gh = static_cast<int64_t>(c->G) * hidden;
-  const int64_t lim = int64_t(1) << 31;
-  if (T >= lim || B >= lim || I >= lim || T * B >= lim || gh >= lim || T * B * std::max(gh, I) >= (int64_t(1) << 40))
-    throw py::value_error("problem too large");
+  if (!SizesFit(*c, T, B, I)) throw py::value_error("problem too large");
   c->pb.T = static_cast<int>(T);
   c->pb.B = static_cast<int>(B);
   c->pb.I = static_cast<int>(I);
-  c->pb.H = hidden;
+}
+
+void MakeCommon(const py::tuple& spec, const py::array& x, Common* c) {
+  ParseSpec(spec, c);
+  SetSizes(x, c);
 }
 
 template <typename T>
@@ -355,6 +378,126 @@ void Backward(const py::tuple& spec, const py::array& x, const py::tuple& weight
   if constexpr (std::is_same<T, float>::value) k.bwd_f32(a); else k.bwd_f64(a);
 }
 
+// A one-direction layer's inference call with its spec parsed and weights
+// checked once: the path of a streamed step, where the per-call checks would
+// cost more than the step. call(x, state, params, threads) runs only a call
+// it can take as it is: x and the state exact C-contiguous arrays of the
+// right dtype and shapes, and `params` still holding the very arrays the
+// weights were checked from. For anything else it returns None, and the
+// caller takes the checked path, which converts what can be converted and
+// reports what cannot.
+template <typename T>
+class Prepared {
+ public:
+  Prepared(const py::tuple& spec, int input_size, const py::tuple& weights, const py::list& names,
+           const py::list& arrays)
+      : weights_(weights) {
+    ParseSpec(spec, &c_);
+    const CellKind k = c_.cell.kind;
+    if (k == CellKind::kSkip || k == CellKind::kClockwork)
+      throw py::value_error("prepared calls take lstm, gru, rnn and leaky cells");
+    if (c_.D != 1) throw py::value_error("prepared calls take one direction");
+    if (input_size < 1) throw py::value_error("input_size must be >= 1");
+    if (names.size() != arrays.size()) throw py::value_error("names and arrays differ in length");
+    c_.pb.I = input_size;
+    w_ = GetWeights<T>(c_, weights_, &wd_);
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (!py::isinstance<py::str>(names[i])) throw py::type_error("names must be strings");
+      bound_.emplace_back(names[i], arrays[i]);
+    }
+  }
+
+  py::object Call(const py::handle& x, const py::handle& state, const py::handle& params, int threads) {
+    if (!PyDict_Check(params.ptr())) return py::none();
+    for (const auto& nb : bound_)
+      if (PyDict_GetItem(params.ptr(), nb.first.ptr()) != nb.second.ptr()) return py::none();
+    const T* px = Exact(x, 3);
+    if (!px) return py::none();
+    const py::array xa = py::reinterpret_borrow<py::array>(x);
+    const int64_t d0 = xa.shape(0), d1 = xa.shape(1);
+    const int64_t Tn = c_.batch_first ? d1 : d0, B = c_.batch_first ? d0 : d1, H = c_.pb.H;
+    if (xa.shape(2) != c_.pb.I || Tn < 1 || B < 1 || !SizesFit(c_, Tn, B, c_.pb.I)) return py::none();
+
+    const bool lstm = c_.cell.kind == CellKind::kLstm;
+    const T *h0 = nullptr, *c0 = nullptr;
+    if (!state.is_none()) {
+      if (lstm) {
+        if (!(PyTuple_Check(state.ptr()) || PyList_Check(state.ptr()))) return py::none();
+        const py::sequence st = py::reinterpret_borrow<py::sequence>(state);
+        if (st.size() != 2) return py::none();
+        h0 = StateOf(st[0], B);
+        c0 = StateOf(st[1], B);
+        if (!h0 || !c0) return py::none();
+      } else {
+        h0 = StateOf(state, B);
+        if (!h0) return py::none();
+      }
+    }
+
+    Common c;  // the sizes of this call on the parsed spec (no delays or periods here)
+    c.cell = c_.cell;
+    c.pb = c_.pb;
+    c.batch_first = c_.batch_first;
+    c.pb.T = static_cast<int>(Tn);
+    c.pb.B = static_cast<int>(B);
+    c.pb.threads = threads;
+    py::array_t<T> y(c.batch_first ? std::vector<py::ssize_t>{B, Tn, H} : std::vector<py::ssize_t>{Tn, B, H});
+    py::array_t<T> hn({py::ssize_t(1), py::ssize_t(B), py::ssize_t(H)});
+    py::object cn = lstm ? py::array_t<T>({py::ssize_t(1), py::ssize_t(B), py::ssize_t(H)}) : py::object();
+    FwdArgs<T> a;
+    a.pb = c.pb;
+    a.cell = c.cell;
+    a.w = w_;
+    a.x = SeqOf<const T>(px, c.pb.I, c);
+    a.h0 = h0;
+    a.c0 = c0;
+    a.y = SeqOf<T>(y.mutable_data(), H, c);
+    a.hn = hn.mutable_data();
+    a.cn = lstm ? static_cast<T*>(py::reinterpret_borrow<py::array>(cn).mutable_data()) : nullptr;
+    {
+      const KernelTable& k = Kernels();
+      py::gil_scoped_release release;
+      if constexpr (std::is_same<T, float>::value) k.fwd_f32(a); else k.fwd_f64(a);
+    }
+    if (lstm) return py::make_tuple(y, py::make_tuple(hn, cn));
+    return py::make_tuple(y, hn);
+  }
+
+ private:
+  // The data of o if it is a C-contiguous T array of ndim dimensions, else null.
+  static const T* Exact(const py::handle& o, int ndim) {
+    if (!py::isinstance<py::array>(o)) return nullptr;
+    const py::array a = py::reinterpret_borrow<py::array>(o);
+    if (a.ndim() != ndim || !(a.flags() & py::array::c_style) || !IsDtype<T>(a))
+      return nullptr;
+    return static_cast<const T*>(a.data());
+  }
+  // A state entry: a C-contiguous T array (1, B, H), else null.
+  const T* StateOf(const py::handle& o, int64_t B) const {
+    const T* p = Exact(o, 3);
+    if (!p) return nullptr;
+    const py::array a = py::reinterpret_borrow<py::array>(o);
+    return a.shape(0) == 1 && a.shape(1) == B && a.shape(2) == c_.pb.H ? p : nullptr;
+  }
+
+  Common c_;
+  py::tuple weights_;  // holds the weight arrays alive
+  Weights<T> w_;
+  std::vector<T*> wd_;
+  std::vector<std::pair<py::object, py::object>> bound_;  // parameter name -> array checked
+};
+
+template <typename T>
+void BindPrepared(py::module_& m, const char* name) {
+  py::class_<Prepared<T>>(m, name)
+      .def(py::init<const py::tuple&, int, const py::tuple&, const py::list&, const py::list&>(),
+           py::arg("spec"), py::arg("input_size"), py::arg("weights"), py::arg("names"), py::arg("arrays"))
+      .def("__call__", &Prepared<T>::Call, py::arg("x"), py::arg("state"), py::arg("params"),
+           py::arg("threads"))
+      // a copied or pickled layer prepares its own call again
+      .def("__reduce__", [](const py::object&) { return py::make_tuple(py::type::of(py::none()), py::tuple()); });
+}
+
 // gemm(trans_a, trans_b, alpha, a, b, beta, c, threads): c = alpha op(a) op(b) + beta c,
 // 2-D C-contiguous arrays of one dtype; rnncore's products for its feed-forward layers.
 template <typename T>
@@ -400,6 +543,8 @@ PYBIND11_MODULE(_core, m) {
     if (f32) std::apply([&](auto... a) { m.def(name, &Backward<float>, a...); }, args);
     else std::apply([&](auto... a) { m.def(name, &Backward<double>, a...); }, args);
   }
+  BindPrepared<float>(m, "Prepared_f32");
+  BindPrepared<double>(m, "Prepared_f64");
   m.def("gemm_f32", &GemmPy<float>);
   m.def("gemm_f64", &GemmPy<double>);
   m.def("bind_blas", &BindBlas, py::arg("path"), py::arg("prefix"));

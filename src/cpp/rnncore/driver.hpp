@@ -101,6 +101,8 @@ inline void Prod(const T* const* rows, int K, const T* wp, Vec<T> (&acc)[R][G]) 
 
 // Direct mode, for calls too short to amortise a repack (a streamed step):
 // rec[b][m] = sum_k h[b][k] * W_hh[m][k] straight from the row-major W_hh.
+// W rows at a time, each with its own accumulator (W independent FMA chains),
+// the W sums then made in one shuffle tree (ReduceRows).
 template <typename T>
 void DirectProd(const T* w, int GH, int H, const T* h, int B, T* rec) {
   constexpr int W = Vec<T>::kW;
@@ -109,28 +111,23 @@ void DirectProd(const T* w, int GH, int H, const T* h, int B, T* rec) {
     const T* hb = h + static_cast<int64_t>(b) * H;
     T* out = rec + static_cast<int64_t>(b) * GH;
     int m = 0;
-    for (; m + 4 <= GH; m += 4) {
+    for (; m + W <= GH; m += W) {
       const T* w0 = w + static_cast<int64_t>(m) * H;
-      Vec<T> a0 = Zero<T>(), a1 = Zero<T>(), a2 = Zero<T>(), a3 = Zero<T>();
-      int k = 0;
-      for (; k < hfull; k += W) {
+      Vec<T> acc[W];
+#pragma GCC unroll 16
+      for (int r = 0; r < W; ++r) acc[r] = Zero<T>();
+      for (int k = 0; k < hfull; k += W) {
         const Vec<T> x = Load(hb + k);
-        a0 = Fma(x, Load(w0 + k), a0);
-        a1 = Fma(x, Load(w0 + H + k), a1);
-        a2 = Fma(x, Load(w0 + 2 * H + k), a2);
-        a3 = Fma(x, Load(w0 + 3 * H + k), a3);
+#pragma GCC unroll 16
+        for (int r = 0; r < W; ++r) acc[r] = Fma(x, Load(w0 + static_cast<int64_t>(r) * H + k), acc[r]);
       }
       if (tail) {
-        const Vec<T> x = LoadN(hb + k, tail);
-        a0 = Fma(x, LoadN(w0 + k, tail), a0);
-        a1 = Fma(x, LoadN(w0 + H + k, tail), a1);
-        a2 = Fma(x, LoadN(w0 + 2 * H + k, tail), a2);
-        a3 = Fma(x, LoadN(w0 + 3 * H + k, tail), a3);
+        const Vec<T> x = LoadN(hb + hfull, tail);
+#pragma GCC unroll 16
+        for (int r = 0; r < W; ++r)
+          acc[r] = Fma(x, LoadN(w0 + static_cast<int64_t>(r) * H + hfull, tail), acc[r]);
       }
-      out[m] = ReduceAdd(a0);
-      out[m + 1] = ReduceAdd(a1);
-      out[m + 2] = ReduceAdd(a2);
-      out[m + 3] = ReduceAdd(a3);
+      Store(out + m, ReduceRows(acc));
     }
     for (; m < GH; ++m) {
       const T* wm = w + static_cast<int64_t>(m) * H;
@@ -338,6 +335,29 @@ Seq<T> TapeSeq(T* p, int64_t ld, const Seq<const T>& like) {
   return s;
 }
 
+// n elements rounded up to whole 64-byte lines.
+template <typename T>
+inline int64_t Round64(int64_t n) {
+  constexpr int64_t k = 64 / sizeof(T);
+  return (n + k - 1) / k * k;
+}
+
+// The scratch of a direct-mode call, kept by the calling thread between calls
+// so that a streamed step pays no malloc; larger requests than kKeep bytes
+// are not kept and come from `own`.
+template <typename T>
+T* DirectScratch(int64_t n, Buffer<T>* own) {
+  constexpr int64_t kKeep = int64_t(1) << 20;
+  if (n * static_cast<int64_t>(sizeof(T)) > kKeep) return own->Alloc(n);
+  thread_local Buffer<T> kept;
+  thread_local int64_t cap = 0;
+  if (n > cap) {
+    kept.Alloc(n);
+    cap = n;
+  }
+  return kept.get();
+}
+
 template <typename T>
 void Forward(const FwdArgs<T>& a) {
   constexpr int W = Vec<T>::kW;
@@ -354,14 +374,28 @@ void Forward(const FwdArgs<T>& a) {
   const int nblk = (H + W - 1) / W;
   const int64_t pblock = static_cast<int64_t>(nblk) * H * W;  // one packed [H, H]
 
-  Buffer<T> gbuf, bias, pack, pack2, state, rh;
+  // A call too short to amortise repacking W_hh (a streamed step) reads the
+  // weights as they are, row by row, and skips BLAS for its few rows.
+  const bool simple = kind == CellKind::kLstm || kind == CellKind::kRnnTanh ||
+                      kind == CellKind::kRnnRelu || kind == CellKind::kLeaky ||
+                      (gru && a.cell.reset_after);
+  const bool direct = simple && B <= 4 && N <= 32;
+
+  // Scratch: gates (inference), biases, the direct product, the state. A
+  // direct call takes it from its thread's kept region (no malloc a step).
+  const int64_t n_gates = train ? 0 : Round64<T>(N * GH), n_bias = Round64<T>(2 * GH);
+  const int64_t n_rec = direct ? Round64<T>(B * GH) : 0, n_state = skip ? 0 : Round64<T>(3 * BH);
+  Buffer<T> scratch_own, pack, pack2, state, rh;
+  T* scratch = direct ? DirectScratch<T>(n_gates + n_bias + n_rec + n_state, &scratch_own)
+                      : scratch_own.Alloc(n_gates + n_bias + n_rec + n_state);
   FwdCtx<T> c{};
+  c.direct = direct;
   c.a = &a;
   c.H = H;
   c.B = B;
   c.GH = GH;
   c.nblk = nblk;
-  c.gates = TapeSeq<T>(train ? a.tape.gates : gbuf.Alloc(N * GH), GH, a.x);
+  c.gates = TapeSeq<T>(train ? a.tape.gates : scratch, GH, a.x);
   c.hprev = TapeSeq<T>(a.tape.hprev, H, a.x);
   c.hprev_stride = N * H;
   c.c = TapeSeq<T>(a.tape.c, H, a.x);
@@ -369,7 +403,7 @@ void Forward(const FwdArgs<T>& a) {
   if (kind == CellKind::kClockwork) c.gs = H / a.cell.n_periods;
 
   // Biases: b_hh folds into the input side except gru's b_hn under reset_after.
-  T* bx = bias.Alloc(2 * GH, true);
+  T* bx = scratch + n_gates;
   T* bh = bx + GH;
   for (int64_t m = 0; m < GH; ++m) {
     const bool inside_r = gru && a.cell.reset_after && m >= 2 * H;
@@ -378,13 +412,6 @@ void Forward(const FwdArgs<T>& a) {
   }
   c.bias_x = bx;
   c.bias_h = bh;
-
-  // A call too short to amortise repacking W_hh (a streamed step) reads the
-  // weights as they are, row by row, and skips BLAS for its few rows.
-  const bool simple = kind == CellKind::kLstm || kind == CellKind::kRnnTanh ||
-                      kind == CellKind::kRnnRelu || kind == CellKind::kLeaky ||
-                      (gru && a.cell.reset_after);
-  c.direct = simple && B <= 4 && N <= 32;
 
   // 1. The input projection of all N rows at once.
   if (c.direct) {
@@ -399,9 +426,8 @@ void Forward(const FwdArgs<T>& a) {
   }
 
   // 2. The recurrent weights repacked once for this call (unless direct).
-  Buffer<T> recbuf;
   if (c.direct) {
-    c.rec = recbuf.Alloc(static_cast<int64_t>(B) * GH);
+    c.rec = scratch + n_gates + n_bias;
   } else if (gru_v1) {
     c.wp = pack.Alloc(2 * pblock);
     PackFwd(a.w.w_hh, H, H, 0, 2, pack.get());
@@ -438,7 +464,7 @@ void Forward(const FwdArgs<T>& a) {
       for (int i = 0; i < maxd; ++i)
         std::memcpy(RingSlot(c.ring, c.ring_slots, BH, i - maxd), a.h0 + i * BH, sizeof(T) * BH);
   } else {
-    T* st = state.Alloc(3 * BH);
+    T* st = scratch + n_gates + n_bias + n_rec;
     c.hb[0] = st;
     c.hb[1] = st + BH;
     c.cb = st + 2 * BH;

@@ -267,6 +267,13 @@ class _Recurrent:
         No tape is kept and no dropout applied; the kernels release the GIL,
         so calls from many threads on one layer run concurrently.
         """
+        plan = self._plan
+        if plan is not None and lengths is None:
+            # the prepared call (a streamed step): None when it cannot take
+            # this call as it is, and then the checked path below runs
+            out = plan(x, state, self.params, get_num_threads())
+            if out is not None:
+                return out
         y, st, _ = self._run(x, state, lengths, train=False)
         return y, st
 
@@ -309,10 +316,31 @@ class _Recurrent:
                 np.empty(self._seq_shape(T, B, H), self.dtype) if self._has_cell else None,
                 np.empty(self._seq_shape(T, B, H), self.dtype) if kind == _KIND["gru"] else None)
 
+    _plan = None  # the prepared inference call, see _prepare
+
+    def _prepare(self) -> None:
+        """Prepare the inference call of a one-layer, one-direction layer whose
+        weights passed the checks: later calls skip the Python-side checks
+        while ``params`` holds the same arrays (the prepared call compares)."""
+        self._plan = None
+        if self.num_layers != 1 or self.num_directions != 1 or self._delays or self._periods:
+            return
+        self._param_tuple(0, 0)  # checks the weights, caches them if they can be
+        hit = self.__dict__.get("_wcache", {}).get((0, 0))
+        if hit is None:
+            return
+        names, arrays, tup = hit
+        make = _core.Prepared_f32 if self.dtype == np.float32 else _core.Prepared_f64
+        self._plan = make(self._spec(0, 1, 0), self.input_size, tup, list(names), list(arrays))
+        self._plan_weights = tup
+
     def _run(self, x, state, lengths, train):
         x, T, B, lens = self._check_input(x, lengths)
         h0, c0, step0 = self._check_state(state, B)
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
+        if not train and L == 1 and D == 1 and \
+                (self._plan is None or self.__dict__.get("_plan_weights") is not self._param_tuple(0, 0)):
+            self._prepare()
         fwd = _core.forward_f32 if self.dtype == np.float32 else _core.forward_f64
         threads = get_num_threads()
         hn = np.empty(self._state_shape(B), self.dtype)

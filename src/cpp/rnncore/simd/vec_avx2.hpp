@@ -191,3 +191,22 @@ inline double ReduceAdd(Vec<double> a) {
   s = _mm_add_sd(s, _mm_unpackhi_pd(s, s));
   return _mm_cvtsd_f64(s);
 }
+
+// Lane r of the result = the sum of the lanes of a[r], for kW vectors at once
+// (a shuffle tree, far cheaper than kW separate ReduceAdd).
+inline Vec<float> ReduceRows(const Vec<float>* a) {
+  __m256 b[4];
+  for (int i = 0; i < 4; ++i)  // 128-bit halves: b[i] holds rows i, i+4
+    b[i] = _mm256_add_ps(_mm256_permute2f128_ps(a[i].v, a[i + 4].v, 0x20),
+                         _mm256_permute2f128_ps(a[i].v, a[i + 4].v, 0x31));
+  const __m256 c0 = _mm256_add_ps(_mm256_shuffle_ps(b[0], b[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm256_shuffle_ps(b[0], b[1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m256 c1 = _mm256_add_ps(_mm256_shuffle_ps(b[2], b[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm256_shuffle_ps(b[2], b[3], _MM_SHUFFLE(3, 2, 3, 2)));
+  return {_mm256_add_ps(_mm256_shuffle_ps(c0, c1, _MM_SHUFFLE(2, 0, 2, 0)),
+                        _mm256_shuffle_ps(c0, c1, _MM_SHUFFLE(3, 1, 3, 1)))};
+}
+inline Vec<double> ReduceRows(const Vec<double>* a) {
+  const __m256d u = _mm256_hadd_pd(a[0].v, a[1].v), v = _mm256_hadd_pd(a[2].v, a[3].v);
+  return {_mm256_add_pd(_mm256_permute2f128_pd(u, v, 0x20), _mm256_permute2f128_pd(u, v, 0x31))};
+}

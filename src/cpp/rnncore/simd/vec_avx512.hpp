@@ -160,3 +160,32 @@ inline Vec<double> Select(Vec<double> m, Vec<double> a, Vec<double> b) {
 
 inline float ReduceAdd(Vec<float> a) { return _mm512_reduce_add_ps(a.v); }
 inline double ReduceAdd(Vec<double> a) { return _mm512_reduce_add_pd(a.v); }
+
+// Lane r of the result = the sum of the lanes of a[r], for kW vectors at once:
+// a shuffle tree that halves the vector count at each level, far cheaper than
+// kW separate ReduceAdd.
+inline Vec<float> ReduceRows(const Vec<float>* a) {
+  __m512 b[8], c[4];
+  for (int i = 0; i < 4; ++i)  // 256-bit halves: b[i] holds rows i, i+4; b[i+4] rows i+8, i+12
+    for (int j = 0; j < 2; ++j) {
+      const __m512 u = a[i + 8 * j].v, v = a[i + 4 + 8 * j].v;
+      b[i + 4 * j] = _mm512_add_ps(_mm512_shuffle_f32x4(u, v, _MM_SHUFFLE(1, 0, 1, 0)),
+                                   _mm512_shuffle_f32x4(u, v, _MM_SHUFFLE(3, 2, 3, 2)));
+    }
+  for (int i = 0; i < 4; ++i) {  // 128-bit lanes: c[i] holds rows i, i+4, i+8, i+12
+    const __m512 u = b[i], v = b[i + 4];
+    c[i] = _mm512_add_ps(_mm512_shuffle_f32x4(u, v, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(u, v, _MM_SHUFFLE(3, 1, 3, 1)));
+  }
+  const __m512 d0 = _mm512_add_ps(_mm512_shuffle_ps(c[0], c[1], _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm512_shuffle_ps(c[0], c[1], _MM_SHUFFLE(3, 2, 3, 2)));
+  const __m512 d1 = _mm512_add_ps(_mm512_shuffle_ps(c[2], c[3], _MM_SHUFFLE(1, 0, 1, 0)),
+                                  _mm512_shuffle_ps(c[2], c[3], _MM_SHUFFLE(3, 2, 3, 2)));
+  return {_mm512_add_ps(_mm512_shuffle_ps(d0, d1, _MM_SHUFFLE(2, 0, 2, 0)),
+                        _mm512_shuffle_ps(d0, d1, _MM_SHUFFLE(3, 1, 3, 1)))};
+}
+inline Vec<double> ReduceRows(const Vec<double>* a) {
+  alignas(64) double s[8];
+  for (int r = 0; r < 8; ++r) s[r] = ReduceAdd(a[r]);
+  return {_mm512_load_pd(s)};
+}

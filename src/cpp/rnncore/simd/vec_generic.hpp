@@ -32,3 +32,5 @@ template <typename T> inline Vec<T> Sigmoid(Vec<T> a) { return {T(1) / (T(1) + s
 // m ? a : b lane by lane, m holding 1 or 0 (exact: no arithmetic on a, b)
 template <typename T> inline Vec<T> Select(Vec<T> m, Vec<T> a, Vec<T> b) { return {m.v != T(0) ? a.v : b.v}; }
 template <typename T> inline T ReduceAdd(Vec<T> a) { return a.v; }
+// Lane r of the result = the sum of the lanes of a[r] (one lane here).
+template <typename T> inline Vec<T> ReduceRows(const Vec<T>* a) { return a[0]; }
