@@ -173,3 +173,19 @@ def test_prepared_object_refuses_bad_construction():
         _core.Prepared_f32(spec, 3, tup, ["a"], [])
     plan = _core.Prepared_f32(spec, 3, tup, [], [])
     assert plan(np.ones((1, 1, 3), np.float32), None, "not a dict", 1) is None
+
+
+@pytest.mark.parametrize("name", rc.available_isas())
+@pytest.mark.parametrize("H", [1, 7, 16, 33])
+def test_direct_product_every_isa(name, H):
+    """Short calls (batch <= 4, T*B <= 32) read W_hh row by row, reducing a
+    vector's worth of rows at a time: each ISA, widths around the vector size."""
+    from _helpers import isa
+    for dtype in (np.float32, np.float64):
+        layer, params = make_pair("lstm", 6, H, dtype=dtype)
+        x = np.random.default_rng(H).standard_normal((4, 2, 6))
+        s0 = ref_state("lstm", H, 2, 1, False)
+        y_ref, _, _ = ref_forward("lstm", params, x, s0, None, H, 1, False)
+        with isa(name):
+            y, _ = layer(x.astype(dtype), cast_state(s0, dtype))
+        assert_close(y, y_ref, dtype, f"{name} H={H}")
