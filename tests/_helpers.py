@@ -98,12 +98,14 @@ def isa(name):
 @contextlib.contextmanager
 def threads(n, force_team=True):
     """n threads; force_team makes even tiny steps use the whole team."""
-    old_n, old_w = rc.get_num_threads(), _core.min_work_per_thread()
+    old_n, old_w, old_b = rc.get_num_threads(), _core.min_work_per_thread(), _core.team_backoff()
     rc.set_num_threads(n)
-    if force_team:
+    if force_team:  # and a busy machine must not take the team away
         _core.set_min_work_per_thread(1)
+        _core.set_team_backoff(False)
     try:
         yield
     finally:
         rc.set_num_threads(old_n)
         _core.set_min_work_per_thread(old_w)
+        _core.set_team_backoff(old_b)

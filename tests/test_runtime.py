@@ -21,6 +21,7 @@ def test_show_runtime_names_isa_threads_openmp_blas(capsys):
     assert info["isa"] in rc.available_isas()
     assert info["threads"] == rc.get_num_threads() >= 1
     assert "OpenBLAS" in info["blas"]
+    assert info["busy_backoff"].startswith("on, ") or info["busy_backoff"] == "off"
 
 
 def test_set_num_threads_convention():

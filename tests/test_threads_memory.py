@@ -75,10 +75,11 @@ CELLS = [
 
 @pytest.fixture
 def restore_threads():
-    n, w = rc.get_num_threads(), _core.min_work_per_thread()
+    n, w, b = rc.get_num_threads(), _core.min_work_per_thread(), _core.team_backoff()
     yield
     rc.set_num_threads(n)
     _core.set_min_work_per_thread(w)
+    _core.set_team_backoff(b)
 
 
 def _state(layer, B, rng):
@@ -150,8 +151,9 @@ def _run_threads(n, target):
 @pytest.mark.parametrize("force_team", [False, True], ids=["default-team", "forced-team"])
 def test_shared_layers_inference_from_8_threads_equals_serial(restore_threads, force_team):
     rc.set_num_threads(2)
-    if force_team:  # every call uses a team of two, however small its steps
-        _core.set_min_work_per_thread(1)
+    if force_team:  # every call uses a team of two, however small its steps, and
+        _core.set_min_work_per_thread(1)  # the 8 callers' contention cannot take it away
+        _core.set_team_backoff(False)
     layers = _shared_layers()
     n_threads, n_inputs = 8, 4
     inputs = {(li, k): _inputs(layer, k) for li, layer in enumerate(layers) for k in range(n_inputs)}
@@ -488,3 +490,56 @@ def test_inference_workspace_is_freed_on_return(restore_threads):
     gc.collect()
     if not UNDER_ASAN:
         assert _rss_mb() - rss0 < 5
+
+
+# ---------------------------------------------------------------------------
+# the one-thread stretch after contended team calls
+# ---------------------------------------------------------------------------
+
+def test_contended_team_calls_start_a_doubling_one_thread_stretch(restore_threads):
+    _core.set_team_backoff(True)
+    _core.note_team_call(False)
+    big = 1 << 40  # work enough for any team
+    assert _core.choose_team(2, 64, big) == 2
+    _core.note_team_call(True)  # once may be chance
+    assert _core.solo_calls_left() == 0 and _core.choose_team(2, 64, big) == 2
+    _core.note_team_call(True)
+    assert _core.solo_calls_left() == 4
+    assert [_core.choose_team(2, 64, big) for _ in range(5)] == [1, 1, 1, 1, 2]
+    _core.note_team_call(True)  # the probe after the stretch was contended too: twice as long
+    assert _core.solo_calls_left() == 8
+    for _ in range(10):
+        _core.note_team_call(True)
+    assert _core.solo_calls_left() == 256  # the longest stretch
+    # one-thread calls do not use up the stretch
+    assert _core.choose_team(1, 64, big) == 1 and _core.solo_calls_left() == 256
+    _core.note_team_call(False)  # an uncontended team call ends it
+    assert _core.solo_calls_left() == 0 and _core.choose_team(2, 64, big) == 2
+
+
+def test_team_backoff_off_keeps_the_team(restore_threads):
+    _core.set_team_backoff(True)
+    _core.note_team_call(True)
+    _core.note_team_call(True)
+    assert _core.solo_calls_left() > 0
+    _core.set_team_backoff(False)
+    assert _core.solo_calls_left() == 0
+    for _ in range(3):
+        _core.note_team_call(True)
+    assert _core.solo_calls_left() == 0 and _core.choose_team(2, 64, 1 << 40) == 2
+
+
+def test_stretch_runs_layers_on_one_thread_with_the_same_results(restore_threads):
+    rc.set_num_threads(2)
+    _core.set_team_backoff(True)
+    layer = rc.LSTM(16, 128, seed=3)
+    x = np.random.default_rng(0).standard_normal((20, 64, 16)).astype(np.float32)
+    _core.note_team_call(False)
+    team = layer(x)[0]
+    _core.note_team_call(True)
+    _core.note_team_call(True)
+    left = _core.solo_calls_left()
+    solo = layer(x)[0]
+    assert _core.solo_calls_left() == left - 1  # the call ran in the stretch
+    np.testing.assert_array_equal(team, solo)
+    _core.note_team_call(False)

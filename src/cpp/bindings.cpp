@@ -557,6 +557,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("have_openmp", &HaveOpenMP);
   m.def("min_work_per_thread", &MinWorkPerThread);
   m.def("set_min_work_per_thread", &SetMinWorkPerThread);
+  // the one-thread stretch after a contended team call (threading.hpp)
+  m.def("choose_team", &ChooseTeam, py::arg("requested"), py::arg("blocks"), py::arg("work"));
+  m.def("note_team_call", &NoteTeamCall, py::arg("contended"));
+  m.def("solo_calls_left", &SoloCallsLeft);
+  m.def("set_team_backoff", &SetTeamBackoff, py::arg("on"));
+  m.def("team_backoff", &TeamBackoff);
   m.attr("compiler") = py::str(
 #if defined(__clang__)
       "clang " __clang_version__

@@ -2,9 +2,12 @@
 #include "rnncore/threading.hpp"
 
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
 #include <thread>
 
 #if defined(__linux__)
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -15,6 +18,13 @@ namespace {
 // Below about this many multiply-adds per thread and step, a second thread
 // costs more in barrier time than it saves (measured on AVX2 parts).
 std::atomic<std::int64_t> g_min_work{1 << 17};
+
+// The one-thread stretch after a contended team call (see NoteTeamCall).
+constexpr int kFirstStretch = 4, kLongestStretch = 256;
+std::atomic<int> g_solo_left{0};
+std::atomic<int> g_stretch{0};
+std::atomic<int> g_strikes{0};  // contended team calls in a row
+std::atomic<bool> g_backoff{true};
 }  // namespace
 
 namespace detail {
@@ -54,15 +64,19 @@ void StepBarrier::Wait() {
   const uint32_t gen = generation_.load(std::memory_order_acquire);
   if (arrived_.fetch_add(1, std::memory_order_acq_rel) + 1 == n_) {
     arrived_.store(0, std::memory_order_relaxed);
-    generation_.store(gen + 1, std::memory_order_release);
-    FutexWakeAll(&generation_);
+    generation_.store(gen + 1, std::memory_order_seq_cst);
+    // the wake is a system call: made only when a waiter went to sleep (it
+    // counts itself before its last look at generation_, so one is never missed)
+    if (sleepers_.load(std::memory_order_seq_cst) > 0) FutexWakeAll(&generation_);
     return;
   }
   for (int i = 0; i < kSpins; ++i) {
     if (generation_.load(std::memory_order_acquire) != gen) return;
     CpuRelax();
   }
-  while (generation_.load(std::memory_order_acquire) == gen) FutexWait(&generation_, gen);
+  sleepers_.fetch_add(1, std::memory_order_seq_cst);
+  while (generation_.load(std::memory_order_seq_cst) == gen) FutexWait(&generation_, gen);
+  sleepers_.fetch_sub(1, std::memory_order_relaxed);
 }
 
 int ChooseTeam(int requested, int blocks, int64_t work) {
@@ -70,7 +84,75 @@ int ChooseTeam(int requested, int blocks, int64_t work) {
   if (nt > blocks) nt = blocks;
   const int64_t by_work = work / g_min_work.load();
   if (by_work < nt) nt = by_work < 1 ? 1 : static_cast<int>(by_work);
+  if (nt > 1 && g_backoff.load(std::memory_order_relaxed)) {  // in a one-thread stretch?
+    int left = g_solo_left.load(std::memory_order_relaxed);
+    while (left > 0 && !g_solo_left.compare_exchange_weak(left, left - 1, std::memory_order_relaxed)) {
+    }
+    if (left > 0) return 1;
+  }
   return nt;
+}
+
+void NoteTeamCall(bool contended) {
+  if (!contended || !g_backoff.load(std::memory_order_relaxed)) {
+    g_strikes.store(0, std::memory_order_relaxed);
+    g_stretch.store(0, std::memory_order_relaxed);
+    g_solo_left.store(0, std::memory_order_relaxed);
+    return;
+  }
+  if (g_strikes.fetch_add(1, std::memory_order_relaxed) < 1) return;  // once may be chance
+  const int prev = g_stretch.load(std::memory_order_relaxed);
+  const int next = prev < kFirstStretch ? kFirstStretch : (prev >= kLongestStretch / 2 ? kLongestStretch : 2 * prev);
+  g_stretch.store(next, std::memory_order_relaxed);
+  g_solo_left.store(next, std::memory_order_relaxed);
+}
+
+void SetTeamBackoff(bool on) {
+  g_backoff.store(on);
+  if (!on) NoteTeamCall(false);
+}
+bool TeamBackoff() { return g_backoff.load(); }
+
+int SoloCallsLeft() { return g_solo_left.load(std::memory_order_relaxed); }
+
+namespace {
+#if defined(__linux__)
+// The calling thread's schedstat file, opened once per thread.
+struct SchedStat {
+  int fd = -2;  // -2: not opened yet; -1: not available
+  ~SchedStat() {
+    if (fd >= 0) close(fd);
+  }
+};
+thread_local SchedStat tls_schedstat;
+#endif
+}  // namespace
+
+int64_t RunQueueWait() {
+#if defined(__linux__)
+  SchedStat& s = tls_schedstat;
+  if (s.fd == -2) s.fd = open("/proc/thread-self/schedstat", O_RDONLY | O_CLOEXEC);
+  if (s.fd < 0) return -1;
+  char buf[96];
+  const ssize_t n = pread(s.fd, buf, sizeof(buf) - 1, 0);
+  if (n <= 0) return -1;
+  buf[n] = 0;
+  // "<ns on a cpu> <ns waiting on a run queue> <time slices>"
+  char* end = nullptr;
+  std::strtoll(buf, &end, 10);
+  if (end == buf) return -1;
+  char* end2 = nullptr;
+  const long long wait = std::strtoll(end, &end2, 10);
+  return end2 == end ? -1 : static_cast<int64_t>(wait);
+#else
+  return -1;
+#endif
+}
+
+int64_t SteadyNanos() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
 }
 
 int MaxThreads() {

@@ -16,6 +16,35 @@ namespace rnncore {
 // a spinning one stalls on a busy machine.
 int ChooseTeam(int requested, int blocks, int64_t work);
 
+// What a team call saw: `contended` if one of its threads waited for a core
+// for a good part of the call (Preempted below), which on a machine whose
+// cores are taken by other work stalls every step's barrier. After two such
+// calls in a row ChooseTeam runs the next team calls on one thread, for a
+// stretch that doubles (4 .. 256 calls) while contention lasts; an
+// uncontended team call ends it. RunTeam reports every team call here.
+void NoteTeamCall(bool contended);
+// Team calls still to run on one thread (for tests and runtime_info).
+int SoloCallsLeft();
+// Off: every call gets the team ChooseTeam sizes by work (tests of the team
+// paths turn it off so that a busy machine cannot take their team away).
+void SetTeamBackoff(bool on);
+bool TeamBackoff();
+
+// Nanoseconds the calling thread has so far spent runnable but waiting for a
+// core (Linux schedstat), or -1 where the system does not tell.
+int64_t RunQueueWait();
+// Whether a thread whose body ran from (wait0, start) to (wait1, end), waits
+// by RunQueueWait and times by SteadyNanos, lost a good part of it waiting
+// for a core: more than 100 us and more than a quarter of the body. (A core
+// shared with one busy process costs about half; an idle machine's odd
+// interruption rarely a quarter.)
+inline bool Preempted(int64_t wait0, int64_t wait1, int64_t start, int64_t end) {
+  if (wait0 < 0 || wait1 < 0) return false;
+  const int64_t lost = wait1 - wait0, span = end - start;
+  return lost > 100000 && lost * 4 > span;
+}
+int64_t SteadyNanos();
+
 // Hardware threads available to OpenMP (1 without OpenMP).
 int MaxThreads();
 bool HaveOpenMP();
@@ -33,6 +62,7 @@ class StepBarrier {
  private:
   const int n_;
   std::atomic<int> arrived_{0};
+  std::atomic<int> sleepers_{0};
   std::atomic<uint32_t> generation_{0};
 };
 
@@ -46,15 +76,20 @@ void RunTeam(int nt, F&& body) {
 #ifdef _OPENMP
   if (nt > 1) {
     StepBarrier barrier(nt);
+    std::atomic<bool> contended{false};
 #pragma omp parallel num_threads(nt)
     {
       const int team = omp_get_num_threads();
       StepBarrier solo(1);
       detail::tls_barrier = team == nt ? &barrier : &solo;  // a short team runs alone
+      const int64_t wait0 = RunQueueWait(), start = SteadyNanos();
       if (team == nt) body(omp_get_thread_num(), team);
       else if (omp_get_thread_num() == 0) body(0, 1);
+      if (Preempted(wait0, RunQueueWait(), start, SteadyNanos()))
+        contended.store(true, std::memory_order_relaxed);
       detail::tls_barrier = nullptr;
     }
+    NoteTeamCall(contended.load());
     return;
   }
 #endif

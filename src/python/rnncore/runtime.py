@@ -112,6 +112,9 @@ def runtime_info() -> dict:
         "cores": _core.max_threads(),
         "openmp": bool(_core.have_openmp()),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "(default)"),
+        # after team calls whose threads waited for a core, calls run on one thread a while
+        "busy_backoff": (f"on, {_core.solo_calls_left()} one-thread calls left"
+                         if _core.team_backoff() else "off"),
         "blas": (_core.blas_info() + ", single-threaded calls split over rnncore's threads")
                 if not _blas_error else f"none ({_blas_error})",
         "compiler": _core.compiler,
