@@ -481,7 +481,10 @@ void Forward(const FwdArgs<T>& a) {
       switch (G) {
         case 4: InputProj<T, 4>(c, packih.get(), I, N, b0, b1); break;
         case 3: InputProj<T, 3>(c, packih.get(), I, N, b0, b1); break;
-        default: InputProj<T, 1>(c, packih.get(), I, N, b0, b1); break;
+        default:
+          if (kind == CellKind::kClockwork && !pb.reverse) ClockInputProj(c, packih.get(), I, b0, b1);
+          else InputProj<T, 1>(c, packih.get(), I, N, b0, b1);
+          break;
       }
       // no barrier: a thread's steps read only its own blocks' columns
     }

@@ -11,13 +11,73 @@ template <typename T>
 inline bool ClockMask(const CellSpec& cell, int gs, int j0, int n, int s, Vec<T>* m) {
   alignas(64) T lanes[Vec<T>::kW] = {};
   bool any = false;
-  for (int l = 0; l < n; ++l) {
-    const bool on = ClockActive(cell, (j0 + l) / gs, s);
-    lanes[l] = on ? T(1) : T(0);
+  for (int l = 0; l < n;) {  // one modulo per group the block touches, not per lane
+    const int grp = (j0 + l) / gs;
+    const int end = MinI(n, (grp + 1) * gs - j0);
+    const bool on = ClockActive(cell, grp, s);
+    for (; l < end; ++l) lanes[l] = on ? T(1) : T(0);
     any = any || on;
   }
   *m = Load(lanes);
   return any;
+}
+
+// Does any unit of the block at j0 (n lanes) update at step s?
+inline bool ClockBlockActive(const CellSpec& cell, int gs, int j0, int n, int s) {
+  for (int grp = j0 / gs; grp * gs < j0 + n; ++grp)
+    if (ClockActive(cell, grp, s)) return true;
+  return false;
+}
+
+// The input projection of a forward pass, only where a block updates: step s
+// is time t for every row, and ClockFwdStep reads a block's projection only
+// at steps where one of its units updates (resting rows are left unset). Time
+// major, each run of updating steps is one range of rows, tiled as
+// InputProj tiles all of them (a block that always updates gets the very
+// same sums).
+template <typename T>
+void ClockInputProj(const FwdCtx<T>& c, const T* pih, int I, int b0, int b1) {
+  constexpr int W = Vec<T>::kW;
+  const int H = c.H, Tn = c.a->pb.T, B = c.B;
+  const Seq<const T>& x = c.a->x;
+  const bool time_major = x.sb == 1;  // rows t*B + b, else b*T + t
+  for (int blk = b0; blk < b1; ++blk) {
+    const int j0 = blk * W, n = MinI(W, H - j0);
+    const T* wp = pih + static_cast<int64_t>(blk) * I * W;
+    // count rows; row_of(i) is the i-th one's row index (x and gates share the layout)
+    auto tiles = [&](int64_t count, auto row_of) {
+      for (int64_t base = 0; base < count; base += 1 << 20) {
+        const int here = static_cast<int>(count - base < (1 << 20) ? count - base : (1 << 20));
+        RowTiles<TileRows<1>()>(here, [&](int r0, auto nr_c) {
+          constexpr int R = decltype(nr_c)::value;
+          const T* rows[R];
+          for (int r = 0; r < R; ++r) rows[r] = x.p + row_of(base + r0 + r) * x.ld;
+          Vec<T> acc[R][1];
+          Prod<T, 1, R>(rows, I, wp, acc);
+          for (int r = 0; r < R; ++r)
+            StoreN(c.gates.p + row_of(base + r0 + r) * c.gates.ld + j0, acc[r][0], n);
+        });
+      }
+    };
+    for (int t0 = 0; t0 < Tn;) {
+      if (!ClockBlockActive(c.a->cell, c.gs, j0, n, t0)) {
+        ++t0;
+        continue;
+      }
+      int t1 = t0 + 1;
+      while (t1 < Tn && ClockBlockActive(c.a->cell, c.gs, j0, n, t1)) ++t1;
+      if (t0 == 0 && t1 == Tn) {  // always updating: every row in memory order
+        tiles(static_cast<int64_t>(Tn) * B, [](int64_t i) { return i; });
+      } else if (time_major) {
+        const int64_t first = static_cast<int64_t>(t0) * B;
+        tiles(static_cast<int64_t>(t1 - t0) * B, [first](int64_t i) { return first + i; });
+      } else {
+        for (int t = t0; t < t1; ++t)
+          tiles(B, [t, Tn](int64_t i) { return t + i * Tn; });
+      }
+      t0 = t1;
+    }
+  }
 }
 
 template <typename T>
@@ -135,20 +195,18 @@ void ClockMaskPackedFwd(T* wp, int H, int gs) {  // layout [blk][k][lane]
   constexpr int W = Vec<T>::kW;
   const int nblk = (H + W - 1) / W;
   for (int blk = 0; blk < nblk; ++blk)
-    for (int k = 0; k < H; ++k)
-      for (int l = 0; l < W; ++l) {
-        const int j = blk * W + l;
-        if (j < H && k / gs < j / gs) wp[(static_cast<int64_t>(blk) * H + k) * W + l] = T(0);
-      }
+    for (int l = 0; l < W && blk * W + l < H; ++l) {
+      const int k_end = (blk * W + l) / gs * gs;  // the groups below unit j's
+      for (int k = 0; k < k_end; ++k) wp[(static_cast<int64_t>(blk) * H + k) * W + l] = T(0);
+    }
 }
 template <typename T>
 void ClockMaskPackedBwd(T* wp, int H, int gs) {  // layout [blk][m][lane], lane = output unit k
   constexpr int W = Vec<T>::kW;
   const int nblk = (H + W - 1) / W;
   for (int blk = 0; blk < nblk; ++blk)
-    for (int m = 0; m < H; ++m)
-      for (int l = 0; l < W; ++l) {
-        const int k = blk * W + l;
-        if (k < H && k / gs < m / gs) wp[(static_cast<int64_t>(blk) * H + m) * W + l] = T(0);
-      }
+    for (int l = 0; l < W && blk * W + l < H; ++l) {
+      const int m_begin = ((blk * W + l) / gs + 1) * gs;  // the groups above unit k's
+      for (int m = m_begin; m < H; ++m) wp[(static_cast<int64_t>(blk) * H + m) * W + l] = T(0);
+    }
 }
