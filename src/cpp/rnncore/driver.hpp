@@ -36,31 +36,70 @@ inline int MinI(int a, int b) { return a < b ? a : b; }
 
 // Packed W_hh for the forward product of one thread's unit block:
 // out[blk][k][g][lane] = w[(g0 + g)*H + blk*W + lane][k], zero past H.
+// Blocks [blk0, blk1) only, each at its place in out (threads pack their own).
 template <typename T>
-void PackFwd(const T* w, int H, int K, int g0, int ng, T* out) {
-  constexpr int W = Vec<T>::kW;
-  const int nblk = (H + W - 1) / W;
-  for (int blk = 0; blk < nblk; ++blk)
-    for (int k = 0; k < K; ++k)
+void PackFwd(const T* w, int H, int K, int g0, int ng, T* out, int blk0, int blk1) {
+  constexpr int W = Vec<T>::kW, KB = 16;
+  // KB columns at a time: each source row is read a line at a time (rows K
+  // apart, often a power of two, would otherwise fight over a few L1 sets),
+  // and the writes stay within the KB*ng*W outputs of those columns.
+  for (int blk = blk0; blk < blk1; ++blk) {
+    T* ob = out + static_cast<int64_t>(blk) * K * ng * W;
+    for (int k0 = 0; k0 < K; k0 += KB) {
+      const int kn = MinI(KB, K - k0);
       for (int g = 0; g < ng; ++g)
         for (int l = 0; l < W; ++l) {
           const int j = blk * W + l;
-          *out++ = j < H ? w[(static_cast<int64_t>(g0 + g) * H + j) * K + k] : T(0);
+          T* o = ob + (static_cast<int64_t>(k0) * ng + g) * W + l;
+          if (j < H) {
+            const T* src = w + (static_cast<int64_t>(g0 + g) * H + j) * K + k0;
+            for (int kk = 0; kk < kn; ++kk) o[static_cast<int64_t>(kk) * ng * W] = src[kk];
+          } else {
+            for (int kk = 0; kk < kn; ++kk) o[static_cast<int64_t>(kk) * ng * W] = T(0);
+          }
         }
+    }
+  }
 }
 
 // Packed W_hh for the backward product dh_{t-1} = dG W_hh over rows [m0, m0+M):
 // out[blk][m][lane] = w[m0 + m][blk*W + lane], zero past H.
 template <typename T>
-void PackBwd(const T* w, int H, int m0, int M, T* out) {
+// Blocks [blk0, blk1) only, each at its place in out.
+void PackBwd(const T* w, int H, int m0, int M, T* out, int blk0, int blk1) {
   constexpr int W = Vec<T>::kW;
-  const int nblk = (H + W - 1) / W;
-  for (int blk = 0; blk < nblk; ++blk)
+  out += static_cast<int64_t>(blk0) * M * W;
+  for (int blk = blk0; blk < blk1; ++blk)
     for (int m = 0; m < M; ++m)
       for (int l = 0; l < W; ++l) {
         const int j = blk * W + l;
         *out++ = j < H ? w[static_cast<int64_t>(m0 + m) * H + j] : T(0);
       }
+}
+
+// Whether InputProj takes unit blocks i, i+1 of [.., b1) as a pair: both full.
+template <typename T>
+inline bool PairAt(int H, int i, int b1) {
+  return i + 1 < b1 && (i + 2) * Vec<T>::kW <= H;
+}
+
+// W_ih of a one-gate cell for InputProj, blocks [b0, b1): pairs of full blocks
+// as out[k][h][lane] = w[(i + h)*W + lane][k] at block i's place, so that a
+// broadcast row value meets two weight vectors (a one-block tile issues a
+// load per multiply-add and is bound by the load ports); a block left over is
+// packed alone, as PackFwd packs it.
+template <typename T>
+void PackPairs(const T* w, int H, int K, T* out, int b0, int b1) {
+  constexpr int W = Vec<T>::kW;
+  for (int i = b0; i < b1;) {
+    if (PairAt<T>(H, i, b1)) {  // the two blocks as two "gates" W rows apart
+      PackFwd(w + static_cast<int64_t>(i) * W * K, W, K, 0, 2, out + static_cast<int64_t>(i) * K * W, 0, 1);
+      i += 2;
+    } else {
+      PackFwd(w, H, K, 0, 1, out, i, i + 1);
+      i += 1;
+    }
+  }
 }
 
 // acc[r][g] = sum_k rows[r][k] * wp[k][g][:]: R batch rows times G gate vectors
@@ -268,6 +307,33 @@ inline void BackProd(const BwdCtx<T>& c, int s, int r0, int K, const T* wp, Vec<
   Prod<T, 1, R>(rows, K, wp, acc);
 }
 
+// K chunk of the input projection: the packed weights of one chunk of one
+// block (about 16 KB) stay in L1 while every row tile passes over them.
+template <typename T, int G>
+constexpr int ProjChunk() {
+  constexpr int k = static_cast<int>(16384 / sizeof(T)) / (G * Vec<T>::kW) / 8 * 8;
+  return k < 8 ? 8 : k;
+}
+
+// out[r] (+)= rows[r][k0 : k0+kn] . wp[k0 : k0+kn] for one tile of R rows
+// of one unit block: the step of a K-chunked projection (add when k0 > 0).
+template <typename T, int G, int R>
+inline void ProjTile(const T* const* rows, int k0, int kn, const T* wp, T* const* outs, int H, int n) {
+  const T* shifted[R];
+  for (int r = 0; r < R; ++r) shifted[r] = rows[r] + k0;
+  Vec<T> acc[R][G];
+  const T* w = wp + static_cast<int64_t>(k0) * G * Vec<T>::kW;
+  if (k0 == 0) {
+    Prod<T, G, R>(shifted, kn, w, acc);
+  } else {
+    for (int r = 0; r < R; ++r)
+      for (int g = 0; g < G; ++g) acc[r][g] = LoadN(outs[r] + static_cast<int64_t>(g) * H, n);
+    Prod<T, G, R, true>(shifted, kn, w, acc);
+  }
+  for (int r = 0; r < R; ++r)
+    for (int g = 0; g < G; ++g) StoreN(outs[r] + static_cast<int64_t>(g) * H, acc[r][g], n);
+}
+
 #include "rnncore/cells/rnn.hpp"
 #include "rnncore/cells/lstm.hpp"
 #include "rnncore/cells/gru.hpp"
@@ -299,28 +365,47 @@ void FinishDh0(BwdCtx<T>& c, int b0, int b1, int K) {
 // order) with the packed W_ih: gates[r][g*H + j] = sum_i x[r][i] W_ih[g*H + j][i].
 // rnncore's own kernel rather than BLAS: the same register tiles as the
 // recurrent product, and no second thread pool.
+// Input projection of all N rows for unit blocks [b0, b1): gates = x W_ih^T,
+// rnncore's own kernel rather than BLAS: the same register tiles as the
+// recurrent product, and no second thread pool. K is taken in chunks (outer
+// loop) so that a chunk's packed weights serve every row tile from L1.
+// One block (PG = G: the gates of a block, at stride H) or, for one-gate
+// cells, a pair of blocks packed by PackPairs (PG = 2, at stride W).
 template <typename T, int G>
 void InputProj(const FwdCtx<T>& c, const T* pih, int I, int64_t N, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   const int H = c.H;
   const T* x = c.a->x.p;
   const int64_t ldx = c.a->x.ld;
-  for (int blk = b0; blk < b1; ++blk) {
-    const int j0 = blk * W, n = MinI(W, H - j0);
+  auto pass = [&](auto pg_c, int blk, int k0, int kn) {
+    constexpr int PG = decltype(pg_c)::value;
+    const int j0 = blk * W, n = MinI(W, H - j0), stride = G == 1 ? W : H;
     const T* wp = pih + static_cast<int64_t>(blk) * I * G * W;
     for (int64_t base = 0; base < N; base += 1 << 20) {  // int row counts per tile pass
       const int rows_here = static_cast<int>(N - base < (1 << 20) ? N - base : (1 << 20));
-      RowTiles<TileRows<G>()>(rows_here, [&](int r0, auto nr_c) {
+      RowTiles<TileRows<PG>()>(rows_here, [&](int r0, auto nr_c) {
         constexpr int R = decltype(nr_c)::value;
         const T* rows[R];
-        for (int r = 0; r < R; ++r) rows[r] = x + (base + r0 + r) * ldx;
-        Vec<T> acc[R][G];
-        Prod<T, G, R>(rows, I, wp, acc);
+        T* outs[R];
         for (int r = 0; r < R; ++r) {
-          T* out = c.gates.p + (base + r0 + r) * c.GH + j0;
-          for (int g = 0; g < G; ++g) StoreN(out + static_cast<int64_t>(g) * H, acc[r][g], n);
+          rows[r] = x + (base + r0 + r) * ldx;
+          outs[r] = c.gates.p + (base + r0 + r) * c.GH + j0;
         }
+        ProjTile<T, PG, R>(rows, k0, kn, wp, outs, stride, n);
       });
+    }
+  };
+  constexpr int KC = ProjChunk<T, G == 1 ? 2 : G>();
+  for (int k0 = 0; k0 < I; k0 += KC) {
+    const int kn = MinI(KC, I - k0);
+    for (int blk = b0; blk < b1;) {
+      if (G == 1 && PairAt<T>(H, blk, b1)) {
+        pass(std::integral_constant<int, 2>{}, blk, k0, kn);
+        blk += 2;
+      } else {
+        pass(std::integral_constant<int, G>{}, blk, k0, kn);
+        blk += 1;
+      }
     }
   }
 }
@@ -420,29 +505,35 @@ void Forward(const FwdArgs<T>& a) {
         DirectProd(a.w.w_ih, static_cast<int>(GH), I, a.x.Row(t, b), 1, c.gates.Row(t, b));
   }
   Buffer<T> packih;  // otherwise done by the team below, with W_ih packed once
-  if (!c.direct) {
-    packih.Alloc(static_cast<int64_t>(nblk) * I * G * W);
-    PackFwd(a.w.w_ih, H, I, 0, G, packih.get());
-  }
+  if (!c.direct) packih.Alloc(static_cast<int64_t>(nblk) * I * G * W);
 
-  // 2. The recurrent weights repacked once for this call (unless direct).
+  // 2. The recurrent weights repacked once for this call (unless direct), each
+  // thread packing the unit blocks it owns (pack_own, in the team below).
   if (c.direct) {
     c.rec = scratch + n_gates + n_bias;
   } else if (gru_v1) {
     c.wp = pack.Alloc(2 * pblock);
-    PackFwd(a.w.w_hh, H, H, 0, 2, pack.get());
     c.wp2 = pack2.Alloc(pblock);
-    PackFwd(a.w.w_hh, H, H, 2, 1, pack2.get());
     c.rhb = rh.Alloc(BH, true);
   } else if (skip) {
-    T* p = pack.Alloc(a.cell.n_delays * pblock);
-    for (int q = 0; q < a.cell.n_delays; ++q) PackFwd(a.w.w_hh_d[q], H, H, 0, 1, p + q * pblock);
-    c.wp = p;
+    c.wp = pack.Alloc(a.cell.n_delays * pblock);
   } else {
     c.wp = pack.Alloc(G * pblock);
-    PackFwd(a.w.w_hh, H, H, 0, G, pack.get());
-    if (kind == CellKind::kClockwork) ClockMaskPackedFwd(pack.get(), H, c.gs);
   }
+  const bool clock_proj = kind == CellKind::kClockwork && !pb.reverse;  // ClockInputProj, by block
+  const bool pairs = G == 1 && !clock_proj;  // W_ih packed and projected in block pairs
+  auto pack_own = [&](int b0, int b1) {
+    if (!pairs) PackFwd(a.w.w_ih, H, I, 0, G, packih.get(), b0, b1);
+    if (gru_v1) {
+      PackFwd(a.w.w_hh, H, H, 0, 2, pack.get(), b0, b1);
+      PackFwd(a.w.w_hh, H, H, 2, 1, pack2.get(), b0, b1);
+    } else if (skip) {
+      for (int q = 0; q < a.cell.n_delays; ++q) PackFwd(a.w.w_hh_d[q], H, H, 0, 1, pack.get() + q * pblock, b0, b1);
+    } else {
+      PackFwd(a.w.w_hh, H, H, 0, G, pack.get(), b0, b1);
+      if (kind == CellKind::kClockwork) ClockMaskPackedFwd(pack.get(), H, c.gs, b0, b1);
+    }
+  };
 
   // Rows past their length: y is 0 there and the tape holds zeros.
   if (pb.lengths) {
@@ -478,15 +569,30 @@ void Forward(const FwdArgs<T>& a) {
     int b0, b1;
     OwnBlocks(nblk, tid, nteam, &b0, &b1);
     if (!c.direct) {
+      pack_own(b0, b1);
       switch (G) {
         case 4: InputProj<T, 4>(c, packih.get(), I, N, b0, b1); break;
         case 3: InputProj<T, 3>(c, packih.get(), I, N, b0, b1); break;
         default:
-          if (kind == CellKind::kClockwork && !pb.reverse) ClockInputProj(c, packih.get(), I, b0, b1);
-          else InputProj<T, 1>(c, packih.get(), I, N, b0, b1);
+          if (clock_proj) {
+            ClockInputProj(c, packih.get(), I, b0, b1);
+          } else {
+            // Pairs are shared out whole (p0 even), so that every block is
+            // projected the same way whatever the team: results do not
+            // depend on the thread count. Steps then read columns another
+            // thread may have written: one barrier.
+            int p0, p1;
+            OwnBlocks((nblk + 1) / 2, tid, nteam, &p0, &p1);
+            p0 *= 2;
+            p1 = MinI(2 * p1, nblk);
+            PackPairs(a.w.w_ih, H, I, packih.get(), p0, p1);
+            InputProj<T, 1>(c, packih.get(), I, N, p0, p1);
+            Barrier(nteam);
+          }
           break;
       }
-      // no barrier: a thread's steps read only its own blocks' columns
+      // otherwise no barrier: a thread's steps read only its own blocks'
+      // columns and packed weights
     }
     for (int s = 0; s < Tn; ++s) {
       const T* hp = c.hb[s & 1];
@@ -564,20 +670,26 @@ void Backward(const BwdArgs<T>& a) {
   c.dg = TapeSeq<T>(dgbuf.Alloc(N * GH, zero_fill), GH, a.x);
   if (gru_ra) c.dnx = TapeSeq<T>(dnbuf.Alloc(N * H, zero_fill), H, a.x);
 
+  // W_hh repacked for the backward product, each thread its own unit blocks
   if (gru_v1) {
     c.wpb = pack.Alloc(2 * pblock);
-    PackBwd(a.w.w_hh, H, 0, 2 * H, pack.get());
     c.wpb2 = pack2.Alloc(pblock);
-    PackBwd(a.w.w_hh, H, 2 * H, H, pack2.get());
   } else if (skip) {
-    T* p = pack.Alloc(a.cell.n_delays * pblock);
-    for (int q = 0; q < a.cell.n_delays; ++q) PackBwd(a.w.w_hh_d[q], H, 0, H, p + q * pblock);
-    c.wpb = p;
+    c.wpb = pack.Alloc(a.cell.n_delays * pblock);
   } else {
     c.wpb = pack.Alloc(G * pblock);
-    PackBwd(a.w.w_hh, H, 0, static_cast<int>(GH), pack.get());
-    if (clock) ClockMaskPackedBwd(pack.get(), H, c.gs);
   }
+  auto pack_own = [&](int b0, int b1) {
+    if (gru_v1) {
+      PackBwd(a.w.w_hh, H, 0, 2 * H, pack.get(), b0, b1);
+      PackBwd(a.w.w_hh, H, 2 * H, H, pack2.get(), b0, b1);
+    } else if (skip) {
+      for (int q = 0; q < a.cell.n_delays; ++q) PackBwd(a.w.w_hh_d[q], H, 0, H, pack.get() + q * pblock, b0, b1);
+    } else {
+      PackBwd(a.w.w_hh, H, 0, static_cast<int>(GH), pack.get(), b0, b1);
+      if (clock) ClockMaskPackedBwd(pack.get(), H, c.gs, b0, b1);
+    }
+  };
 
   T* st = state.Alloc(2 * BH + GH + 4 * static_cast<int64_t>(H), true);
   c.dh = st;
@@ -593,6 +705,7 @@ void Backward(const BwdArgs<T>& a) {
   RunTeam(nt, [&](int tid, int nteam) {
     int b0, b1;
     OwnBlocks(nblk, tid, nteam, &b0, &b1);
+    pack_own(b0, b1);  // read by this thread only (its unit blocks)
     for (int s = Tn - 1; s >= 0; --s) {
       switch (kind) {
         case CellKind::kLstm: LstmBwdStep(c, s, b0, b1); break;

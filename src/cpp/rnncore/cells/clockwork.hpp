@@ -41,6 +41,9 @@ void ClockInputProj(const FwdCtx<T>& c, const T* pih, int I, int b0, int b1) {
   const int H = c.H, Tn = c.a->pb.T, B = c.B;
   const Seq<const T>& x = c.a->x;
   const bool time_major = x.sb == 1;  // rows t*B + b, else b*T + t
+  constexpr int KC = ProjChunk<T, 1>();  // K chunks as InputProj takes them
+  for (int k0 = 0; k0 < I; k0 += KC) {
+  const int kn = MinI(KC, I - k0);
   for (int blk = b0; blk < b1; ++blk) {
     const int j0 = blk * W, n = MinI(W, H - j0);
     const T* wp = pih + static_cast<int64_t>(blk) * I * W;
@@ -51,11 +54,12 @@ void ClockInputProj(const FwdCtx<T>& c, const T* pih, int I, int b0, int b1) {
         RowTiles<TileRows<1>()>(here, [&](int r0, auto nr_c) {
           constexpr int R = decltype(nr_c)::value;
           const T* rows[R];
-          for (int r = 0; r < R; ++r) rows[r] = x.p + row_of(base + r0 + r) * x.ld;
-          Vec<T> acc[R][1];
-          Prod<T, 1, R>(rows, I, wp, acc);
-          for (int r = 0; r < R; ++r)
-            StoreN(c.gates.p + row_of(base + r0 + r) * c.gates.ld + j0, acc[r][0], n);
+          T* outs[R];
+          for (int r = 0; r < R; ++r) {
+            rows[r] = x.p + row_of(base + r0 + r) * x.ld;
+            outs[r] = c.gates.p + row_of(base + r0 + r) * c.gates.ld + j0;
+          }
+          ProjTile<T, 1, R>(rows, k0, kn, wp, outs, H, n);
         });
       }
     };
@@ -77,6 +81,7 @@ void ClockInputProj(const FwdCtx<T>& c, const T* pih, int I, int b0, int b1) {
       }
       t0 = t1;
     }
+  }
   }
 }
 
@@ -188,23 +193,21 @@ void ClockFinishDh0(BwdCtx<T>& c, int b0, int b1) {
   }
 }
 
-// Zero the entries of a packed copy that the block structure disallows:
+// Zero the entries of a packed copy (blocks [blk0, blk1)) that the block structure disallows:
 // row unit j may read unit k only if group(k) >= group(j).
 template <typename T>
-void ClockMaskPackedFwd(T* wp, int H, int gs) {  // layout [blk][k][lane]
+void ClockMaskPackedFwd(T* wp, int H, int gs, int blk0, int blk1) {  // layout [blk][k][lane]
   constexpr int W = Vec<T>::kW;
-  const int nblk = (H + W - 1) / W;
-  for (int blk = 0; blk < nblk; ++blk)
+  for (int blk = blk0; blk < blk1; ++blk)
     for (int l = 0; l < W && blk * W + l < H; ++l) {
       const int k_end = (blk * W + l) / gs * gs;  // the groups below unit j's
       for (int k = 0; k < k_end; ++k) wp[(static_cast<int64_t>(blk) * H + k) * W + l] = T(0);
     }
 }
 template <typename T>
-void ClockMaskPackedBwd(T* wp, int H, int gs) {  // layout [blk][m][lane], lane = output unit k
+void ClockMaskPackedBwd(T* wp, int H, int gs, int blk0, int blk1) {  // [blk][m][lane], lane = unit k
   constexpr int W = Vec<T>::kW;
-  const int nblk = (H + W - 1) / W;
-  for (int blk = 0; blk < nblk; ++blk)
+  for (int blk = blk0; blk < blk1; ++blk)
     for (int l = 0; l < W && blk * W + l < H; ++l) {
       const int m_begin = ((blk * W + l) / gs + 1) * gs;  // the groups above unit k's
       for (int m = m_begin; m < H; ++m) wp[(static_cast<int64_t>(blk) * H + m) * W + l] = T(0);
