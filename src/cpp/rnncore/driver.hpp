@@ -218,6 +218,29 @@ inline void OwnBlocks(int nblk, int tid, int nt, int* b0, int* b1) {
   *b1 = static_cast<int>(static_cast<int64_t>(nblk) * (tid + 1) / nt);
 }
 
+// Ownership by whole block pairs (the first block of a thread even), so that
+// block pairs, and with them every result, do not depend on the team size.
+inline void OwnPairs(int nblk, int tid, int nt, int* b0, int* b1) {
+  OwnBlocks((nblk + 1) / 2, tid, nt, b0, b1);
+  *b0 = 2 * *b0;
+  *b1 = 2 * *b1 < nblk ? 2 * *b1 : nblk;
+}
+
+// f(blk, integral_constant<PG>) over the blocks [b0, b1): PG = 2 for a pair
+// (paired layouts, see PackPairs), else 1.
+template <typename T, class F>
+inline void ForUnits(bool paired, int H, int b0, int b1, F&& f) {
+  for (int blk = b0; blk < b1;) {
+    if (paired && PairAt<T>(H, blk, b1)) {
+      f(blk, std::integral_constant<int, 2>{});
+      blk += 2;
+    } else {
+      f(blk, std::integral_constant<int, 1>{});
+      blk += 1;
+    }
+  }
+}
+
 template <typename T>
 void ZeroRow(T* p, int64_t n) { std::memset(p, 0, sizeof(T) * n); }
 
@@ -242,6 +265,7 @@ struct FwdCtx {
   int64_t hprev_stride;    // skip: elements between the delays' hprev tapes
   int gs;                  // clockwork: units per group
   bool direct;             // short call: no repack, W_hh read row by row
+  bool paired;             // one-gate cell: W_hh packed in block pairs (PackPairs)
   T* rec;                  // direct: [B, GH] recurrent pre-activations of the step
 };
 
@@ -399,7 +423,7 @@ void InputProj(const FwdCtx<T>& c, const T* pih, int I, int64_t N, int b0, int b
   for (int k0 = 0; k0 < I; k0 += KC) {
     const int kn = MinI(KC, I - k0);
     for (int blk = b0; blk < b1;) {
-      if (G == 1 && PairAt<T>(H, blk, b1)) {
+      if (G == 1 && c.paired && PairAt<T>(H, blk, b1)) {
         pass(std::integral_constant<int, 2>{}, blk, k0, kn);
         blk += 2;
       } else {
@@ -475,6 +499,8 @@ void Forward(const FwdArgs<T>& a) {
                       : scratch_own.Alloc(n_gates + n_bias + n_rec + n_state);
   FwdCtx<T> c{};
   c.direct = direct;
+  // one-gate cells but clockwork (per-block masks) work on block pairs
+  c.paired = !direct && G == 1 && kind != CellKind::kClockwork;
   c.a = &a;
   c.H = H;
   c.B = B;
@@ -521,14 +547,16 @@ void Forward(const FwdArgs<T>& a) {
     c.wp = pack.Alloc(G * pblock);
   }
   const bool clock_proj = kind == CellKind::kClockwork && !pb.reverse;  // ClockInputProj, by block
-  const bool pairs = G == 1 && !clock_proj;  // W_ih packed and projected in block pairs
   auto pack_own = [&](int b0, int b1) {
-    if (!pairs) PackFwd(a.w.w_ih, H, I, 0, G, packih.get(), b0, b1);
+    if (c.paired) PackPairs(a.w.w_ih, H, I, packih.get(), b0, b1);
+    else PackFwd(a.w.w_ih, H, I, 0, G, packih.get(), b0, b1);
     if (gru_v1) {
       PackFwd(a.w.w_hh, H, H, 0, 2, pack.get(), b0, b1);
       PackFwd(a.w.w_hh, H, H, 2, 1, pack2.get(), b0, b1);
     } else if (skip) {
-      for (int q = 0; q < a.cell.n_delays; ++q) PackFwd(a.w.w_hh_d[q], H, H, 0, 1, pack.get() + q * pblock, b0, b1);
+      for (int q = 0; q < a.cell.n_delays; ++q) PackPairs(a.w.w_hh_d[q], H, H, pack.get() + q * pblock, b0, b1);
+    } else if (c.paired) {
+      PackPairs(a.w.w_hh, H, H, pack.get(), b0, b1);
     } else {
       PackFwd(a.w.w_hh, H, H, 0, G, pack.get(), b0, b1);
       if (kind == CellKind::kClockwork) ClockMaskPackedFwd(pack.get(), H, c.gs, b0, b1);
@@ -567,32 +595,20 @@ void Forward(const FwdArgs<T>& a) {
   const int nt = c.direct ? 1 : ChooseTeam(pb.threads, nblk, work);
   RunTeam(nt, [&](int tid, int nteam) {
     int b0, b1;
-    OwnBlocks(nblk, tid, nteam, &b0, &b1);
+    if (c.paired) OwnPairs(nblk, tid, nteam, &b0, &b1);
+    else OwnBlocks(nblk, tid, nteam, &b0, &b1);
     if (!c.direct) {
       pack_own(b0, b1);
       switch (G) {
         case 4: InputProj<T, 4>(c, packih.get(), I, N, b0, b1); break;
         case 3: InputProj<T, 3>(c, packih.get(), I, N, b0, b1); break;
         default:
-          if (clock_proj) {
-            ClockInputProj(c, packih.get(), I, b0, b1);
-          } else {
-            // Pairs are shared out whole (p0 even), so that every block is
-            // projected the same way whatever the team: results do not
-            // depend on the thread count. Steps then read columns another
-            // thread may have written: one barrier.
-            int p0, p1;
-            OwnBlocks((nblk + 1) / 2, tid, nteam, &p0, &p1);
-            p0 *= 2;
-            p1 = MinI(2 * p1, nblk);
-            PackPairs(a.w.w_ih, H, I, packih.get(), p0, p1);
-            InputProj<T, 1>(c, packih.get(), I, N, p0, p1);
-            Barrier(nteam);
-          }
+          if (clock_proj) ClockInputProj(c, packih.get(), I, b0, b1);
+          else InputProj<T, 1>(c, packih.get(), I, N, b0, b1);
           break;
       }
-      // otherwise no barrier: a thread's steps read only its own blocks'
-      // columns and packed weights
+      // no barrier: a thread's steps read only its own blocks' columns and
+      // packed weights
     }
     for (int s = 0; s < Tn; ++s) {
       const T* hp = c.hb[s & 1];

@@ -5,35 +5,38 @@ template <typename T, bool kRelu>
 void RnnFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
   constexpr int W = Vec<T>::kW;
   const int H = c.H;
-  for (int blk = b0; blk < b1; ++blk) {
-    const int j0 = blk * W, n = MinI(W, H - j0);
+  ForUnits<T>(c.paired, H, b0, b1, [&](int blk, auto pg_c) {  // a block or a pair
+    constexpr int PG = decltype(pg_c)::value;
     const T* wp = c.wp + static_cast<int64_t>(blk) * H * W;
-    RowTiles<TileRows<1>()>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<TileRows<PG>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
       const T* rows[R];
       for (int r = 0; r < R; ++r) rows[r] = hp + static_cast<int64_t>(r0 + r) * H;
-      Vec<T> acc[R][1];
-      RecAcc<T, 1, R>(c, rows, wp, r0, j0, n, acc);
-      for (int r = 0; r < R; ++r) {
-        const int b = r0 + r;
-        const int64_t o = static_cast<int64_t>(b) * H + j0;
-        const int t = MapT(c.a->pb, s, b);
-        if (t < 0) {
-          StoreN(hc + o, LoadN(hp + o, n), n);
-          continue;
-        }
-        T* g = c.gates.Row(t, b) + j0;
-        const Vec<T> pre = LoadN(g, n) + LoadN(c.bias_x + j0, n) + acc[r][0];
-        const Vec<T> h = kRelu ? Relu(pre) : Tanh(pre);
-        StoreN(hc + o, h, n);
-        StoreN(c.a->y.Row(t, b) + j0, h, n);
-        if (c.hprev.p) {
-          StoreN(g, h, n);
-          StoreN(c.hprev.Row(t, b) + j0, LoadN(hp + o, n), n);
+      Vec<T> acc[R][PG];
+      RecAcc<T, PG, R>(c, rows, wp, r0, blk * W, MinI(W, H - blk * W), acc);
+      for (int u = 0; u < PG; ++u) {
+        const int j0 = (blk + u) * W, n = MinI(W, H - j0);
+        for (int r = 0; r < R; ++r) {
+          const int b = r0 + r;
+          const int64_t o = static_cast<int64_t>(b) * H + j0;
+          const int t = MapT(c.a->pb, s, b);
+          if (t < 0) {
+            StoreN(hc + o, LoadN(hp + o, n), n);
+            continue;
+          }
+          T* g = c.gates.Row(t, b) + j0;
+          const Vec<T> pre = LoadN(g, n) + LoadN(c.bias_x + j0, n) + acc[r][u];
+          const Vec<T> h = kRelu ? Relu(pre) : Tanh(pre);
+          StoreN(hc + o, h, n);
+          StoreN(c.a->y.Row(t, b) + j0, h, n);
+          if (c.hprev.p) {
+            StoreN(g, h, n);
+            StoreN(c.hprev.Row(t, b) + j0, LoadN(hp + o, n), n);
+          }
         }
       }
     });
-  }
+  });
 }
 
 template <typename T, bool kRelu>

@@ -16,25 +16,28 @@ void SkipFwdStep(FwdCtx<T>& c, int s, int b0, int b1) {
   const int64_t BH = static_cast<int64_t>(c.B) * H;
   const int64_t pstride = static_cast<int64_t>(c.nblk) * H * W;
   T* cur = RingSlot(c.ring, c.ring_slots, BH, s);
-  for (int blk = b0; blk < b1; ++blk) {
-    const int j0 = blk * W, n = MinI(W, H - j0);
-    RowTiles<TileRows<1>()>(c.B, [&](int r0, auto nr_c) {
+  ForUnits<T>(c.paired, H, b0, b1, [&](int blk, auto pg_c) {  // a block or a pair
+    constexpr int PG = decltype(pg_c)::value;
+    RowTiles<TileRows<PG>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
-      V acc[R][1];
-      for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
+      V acc[R][PG];
+      for (int r = 0; r < R; ++r)
+        for (int u = 0; u < PG; ++u) acc[r][u] = Zero<T>();
       for (int q = 0; q < nd; ++q) {
         const T* past = RingSlot(c.ring, c.ring_slots, BH, s - delays[q]);
         const T* rows[R];
         for (int r = 0; r < R; ++r) rows[r] = past + static_cast<int64_t>(r0 + r) * H;
-        Prod<T, 1, R, true>(rows, H, c.wp + q * pstride + static_cast<int64_t>(blk) * H * W, acc);
+        Prod<T, PG, R, true>(rows, H, c.wp + q * pstride + static_cast<int64_t>(blk) * H * W, acc);
       }
+      for (int u = 0; u < PG; ++u) {
+      const int j0 = (blk + u) * W, n = MinI(W, H - j0);
       for (int r = 0; r < R; ++r) {
         const int b = r0 + r;
         const int t = MapT(c.a->pb, s, b);
         if (t < 0) continue;  // this row's history is read back from y at the end
         const int64_t o = static_cast<int64_t>(b) * H + j0;
         T* g = c.gates.Row(t, b) + j0;
-        const V h = Tanh(LoadN(g, n) + LoadN(c.bias_x + j0, n) + acc[r][0]);
+        const V h = Tanh(LoadN(g, n) + LoadN(c.bias_x + j0, n) + acc[r][u]);
         StoreN(cur + o, h, n);
         StoreN(c.a->y.Row(t, b) + j0, h, n);
         if (c.hprev.p) {
@@ -46,8 +49,9 @@ void SkipFwdStep(FwdCtx<T>& c, int s, int b0, int b1) {
           }
         }
       }
+      }
     });
-  }
+  });
 }
 
 // Final history of each row: the states of its last maxd steps, from y, or
