@@ -102,6 +102,26 @@ void PackPairs(const T* w, int H, int K, T* out, int b0, int b1) {
   }
 }
 
+// PackBwd for the backward products of block pairs (see PackPairs):
+// out[m][u][lane] = w[m0 + m][(i + u)*W + lane] at block i's place.
+template <typename T>
+void PackBwdPairs(const T* w, int H, int m0, int M, T* out, int b0, int b1) {
+  constexpr int W = Vec<T>::kW;
+  for (int i = b0; i < b1;) {
+    if (PairAt<T>(H, i, b1)) {
+      T* o = out + static_cast<int64_t>(i) * M * W;
+      for (int m = 0; m < M; ++m) {
+        const T* src = w + static_cast<int64_t>(m0 + m) * H + static_cast<int64_t>(i) * W;
+        for (int l = 0; l < 2 * W; ++l) *o++ = src[l];
+      }
+      i += 2;
+    } else {
+      PackBwd(w, H, m0, M, out, i, i + 1);
+      i += 1;
+    }
+  }
+}
+
 // acc[r][g] = sum_k rows[r][k] * wp[k][g][:]: R batch rows times G gate vectors
 // of one unit block, in registers. With kAdd the products are added to acc.
 // Fewer than eight accumulators would leave the FMA latency exposed (batch 1,
@@ -205,6 +225,9 @@ constexpr int TileRows() {
 }
 // Rows per tile of the backward products (one gate-vector of outputs).
 constexpr int kBwdRows = kVecRegs >= 32 ? 16 : 8;
+// ... of PG output vectors (a block, or a pair of blocks).
+template <int PG>
+constexpr int BwdRows() { return PG == 1 ? kBwdRows : TileRows<PG>(); }
 
 inline int MapT(const Problem& pb, int s, int b) {
   const int len = pb.lengths ? pb.lengths[b] : pb.T;
@@ -292,6 +315,7 @@ struct BwdCtx {
   Seq<T> dg;               // [N, GH] gate gradients feeding W_hh (and W_ih unless dnx)
   Seq<T> dnx;              // gru reset_after: [N, H] dn_pre feeding W_ih
   const T* wpb;            // packed W_hh for dh_{t-1}
+  bool paired;             // wpb (and wpb2) packed in block pairs (PackBwdPairs)
   const T* wpb2;           // gru v1: packed W_hn for d(r*h)
   const T* zero;           // [GH] zeros: the product row of a finished batch row
   T* dh;                   // [B, H] carried dh not yet through W_hh
@@ -320,15 +344,17 @@ inline const T* DgRow(const BwdCtx<T>& c, int s, int b, int64_t col) {
 // acc[r] = W_hh^T dG_s for R rows from r0 (own unit block packed in wp, K rows
 // of W_hh): the part of dL/dh_{s-1} that goes through the recurrent weights;
 // zero past the last step.
-template <typename T, int R>
-inline void BackProd(const BwdCtx<T>& c, int s, int r0, int K, const T* wp, Vec<T> (&acc)[R][1]) {
+// PG = 2: a pair of unit blocks (paired layout, see PackBwdPairs).
+template <typename T, int PG, int R>
+inline void BackProd(const BwdCtx<T>& c, int s, int r0, int K, const T* wp, Vec<T> (&acc)[R][PG]) {
   if (s >= c.a->pb.T) {
-    for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
+    for (int r = 0; r < R; ++r)
+      for (int u = 0; u < PG; ++u) acc[r][u] = Zero<T>();
     return;
   }
   const T* rows[R];
   for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s, r0 + r, 0);
-  Prod<T, 1, R>(rows, K, wp, acc);
+  Prod<T, PG, R>(rows, K, wp, acc);
 }
 
 // K chunk of the input projection: the packed weights of one chunk of one
@@ -368,27 +394,26 @@ inline void ProjTile(const T* const* rows, int k0, int kn, const T* wp, T* const
 template <typename T>
 void FinishDh0(BwdCtx<T>& c, int b0, int b1, int K) {
   constexpr int W = Vec<T>::kW;
-  for (int blk = b0; blk < b1; ++blk) {
-    const int j0 = blk * W, nl = MinI(W, c.H - j0);
+  ForUnits<T>(c.paired, c.H, b0, b1, [&](int blk, auto pg_c) {  // a block or a pair
+    constexpr int PG = decltype(pg_c)::value;
     const T* wp = c.wpb + static_cast<int64_t>(blk) * K * W;
-    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<BwdRows<PG>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
       const T* rows[R];
       for (int r = 0; r < R; ++r) rows[r] = DgRow(c, 0, r0 + r, 0);
-      Vec<T> acc[R][1];
-      Prod<T, 1, R>(rows, K, wp, acc);
-      for (int r = 0; r < R; ++r) {
-        T* d = c.dh + static_cast<int64_t>(r0 + r) * c.H + j0;
-        StoreN(d, LoadN(d, nl) + acc[r][0], nl);
+      Vec<T> acc[R][PG];
+      Prod<T, PG, R>(rows, K, wp, acc);
+      for (int u = 0; u < PG; ++u) {
+        const int j0 = (blk + u) * W, nl = MinI(W, c.H - j0);
+        for (int r = 0; r < R; ++r) {
+          T* d = c.dh + static_cast<int64_t>(r0 + r) * c.H + j0;
+          StoreN(d, LoadN(d, nl) + acc[r][u], nl);
+        }
       }
     });
-  }
+  });
 }
 
-// The input projection of this thread's unit blocks for all N rows (in memory
-// order) with the packed W_ih: gates[r][g*H + j] = sum_i x[r][i] W_ih[g*H + j][i].
-// rnncore's own kernel rather than BLAS: the same register tiles as the
-// recurrent product, and no second thread pool.
 // Input projection of all N rows for unit blocks [b0, b1): gates = x W_ih^T,
 // rnncore's own kernel rather than BLAS: the same register tiles as the
 // recurrent product, and no second thread pool. K is taken in chunks (outer
@@ -695,15 +720,19 @@ void Backward(const BwdArgs<T>& a) {
   } else {
     c.wpb = pack.Alloc(G * pblock);
   }
+  // every cell but clockwork (per-block masks) works on block pairs
+  c.paired = !clock;
   auto pack_own = [&](int b0, int b1) {
     if (gru_v1) {
-      PackBwd(a.w.w_hh, H, 0, 2 * H, pack.get(), b0, b1);
-      PackBwd(a.w.w_hh, H, 2 * H, H, pack2.get(), b0, b1);
+      PackBwdPairs(a.w.w_hh, H, 0, 2 * H, pack.get(), b0, b1);
+      PackBwdPairs(a.w.w_hh, H, 2 * H, H, pack2.get(), b0, b1);
     } else if (skip) {
-      for (int q = 0; q < a.cell.n_delays; ++q) PackBwd(a.w.w_hh_d[q], H, 0, H, pack.get() + q * pblock, b0, b1);
+      for (int q = 0; q < a.cell.n_delays; ++q) PackBwdPairs(a.w.w_hh_d[q], H, 0, H, pack.get() + q * pblock, b0, b1);
+    } else if (c.paired) {
+      PackBwdPairs(a.w.w_hh, H, 0, static_cast<int>(GH), pack.get(), b0, b1);
     } else {
       PackBwd(a.w.w_hh, H, 0, static_cast<int>(GH), pack.get(), b0, b1);
-      if (clock) ClockMaskPackedBwd(pack.get(), H, c.gs, b0, b1);
+      ClockMaskPackedBwd(pack.get(), H, c.gs, b0, b1);
     }
   };
 
@@ -720,7 +749,8 @@ void Backward(const BwdArgs<T>& a) {
   const int nt = ChooseTeam(pb.threads, nblk, work);
   RunTeam(nt, [&](int tid, int nteam) {
     int b0, b1;
-    OwnBlocks(nblk, tid, nteam, &b0, &b1);
+    if (c.paired) OwnPairs(nblk, tid, nteam, &b0, &b1);
+    else OwnBlocks(nblk, tid, nteam, &b0, &b1);
     pack_own(b0, b1);  // read by this thread only (its unit blocks)
     for (int s = Tn - 1; s >= 0; --s) {
       switch (kind) {

@@ -54,19 +54,21 @@ void GruBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
   using V = Vec<T>;
   const int H = c.H, K = static_cast<int>(c.GH);
   const V one = Set1(T(1));
-  for (int blk = b0; blk < b1; ++blk) {
-    const int j0 = blk * W, n = MinI(W, H - j0);
+  ForUnits<T>(c.paired, H, b0, b1, [&](int blk, auto pg_c) {  // a block or a pair
+    constexpr int PG = decltype(pg_c)::value;
     const T* wp = c.wpb + static_cast<int64_t>(blk) * K * W;
-    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<BwdRows<PG>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
-      Vec<T> acc[R][1];
-      BackProd<T, R>(c, s + 1, r0, K, wp, acc);
+      Vec<T> acc[R][PG];
+      BackProd<T, PG, R>(c, s + 1, r0, K, wp, acc);
+      for (int u = 0; u < PG; ++u) {
+      const int j0 = (blk + u) * W, n = MinI(W, H - j0);
       for (int r = 0; r < R; ++r) {
         const int b = r0 + r;
         const int t = MapT(c.a->pb, s, b);
         if (t < 0) continue;
         const int64_t o = static_cast<int64_t>(b) * H + j0;
-        const V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][0];
+        const V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][u];
         KeepDh(c, t, b, j0, n, dh);
         const T* g = c.gates.Row(t, b) + j0;
         const V rg = LoadN(g, n), zg = LoadN(g + H, n), ng = LoadN(g + 2 * H, n);
@@ -82,8 +84,9 @@ void GruBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
         StoreN(d + 2 * H, dpn * rg, n);  // the h side of n sits behind r
         StoreN(c.dnx.Row(t, b) + j0, dpn, n);
       }
+      }
     });
-  }
+  });
 }
 
 // reset_after = false, phase 1: r, z and r*h_{t-1} for this thread's units.
@@ -167,19 +170,21 @@ void GruV1BwdGates(BwdCtx<T>& c, int s, int b0, int b1) {
   using V = Vec<T>;
   const int H = c.H, K = 2 * H;
   const V one = Set1(T(1));
-  for (int blk = b0; blk < b1; ++blk) {
-    const int j0 = blk * W, n = MinI(W, H - j0);
+  ForUnits<T>(c.paired, H, b0, b1, [&](int blk, auto pg_c) {  // a block or a pair
+    constexpr int PG = decltype(pg_c)::value;
     const T* wp = c.wpb + static_cast<int64_t>(blk) * K * W;
-    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<BwdRows<PG>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
-      Vec<T> acc[R][1];
-      BackProd<T, R>(c, s + 1, r0, K, wp, acc);
+      Vec<T> acc[R][PG];
+      BackProd<T, PG, R>(c, s + 1, r0, K, wp, acc);
+      for (int u = 0; u < PG; ++u) {
+      const int j0 = (blk + u) * W, n = MinI(W, H - j0);
       for (int r = 0; r < R; ++r) {
         const int b = r0 + r;
         const int t = MapT(c.a->pb, s, b);
         if (t < 0) continue;
         const int64_t o = static_cast<int64_t>(b) * H + j0;
-        const V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][0];
+        const V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][u];
         KeepDh(c, t, b, j0, n, dh);
         const T* g = c.gates.Row(t, b) + j0;
         const V zg = LoadN(g + H, n), ng = LoadN(g + 2 * H, n);
@@ -189,8 +194,9 @@ void GruV1BwdGates(BwdCtx<T>& c, int s, int b0, int b1) {
         StoreN(d + 2 * H, dh * (one - zg) * (one - ng * ng), n);
         StoreN(c.dh + o, dh * zg, n);
       }
+      }
     });
-  }
+  });
 }
 
 // reset_after = false backward, phase 2: d(r*h) = W_hn^T dn_pre, then dr_pre.
@@ -200,15 +206,17 @@ void GruV1BwdReset(BwdCtx<T>& c, int s, int b0, int b1) {
   using V = Vec<T>;
   const int H = c.H;
   const V one = Set1(T(1));
-  for (int blk = b0; blk < b1; ++blk) {
-    const int j0 = blk * W, n = MinI(W, H - j0);
+  ForUnits<T>(c.paired, H, b0, b1, [&](int blk, auto pg_c) {  // a block or a pair
+    constexpr int PG = decltype(pg_c)::value;
     const T* wp = c.wpb2 + static_cast<int64_t>(blk) * H * W;
-    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<BwdRows<PG>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
       const T* rows[R];
       for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s, r0 + r, 2 * H);
-      V acc[R][1];
-      Prod<T, 1, R>(rows, H, wp, acc);
+      V acc[R][PG];
+      Prod<T, PG, R>(rows, H, wp, acc);
+      for (int u = 0; u < PG; ++u) {
+      const int j0 = (blk + u) * W, n = MinI(W, H - j0);
       for (int r = 0; r < R; ++r) {
         const int b = r0 + r;
         const int t = MapT(c.a->pb, s, b);
@@ -217,10 +225,11 @@ void GruV1BwdReset(BwdCtx<T>& c, int s, int b0, int b1) {
         const T* g = c.gates.Row(t, b) + j0;
         const V rg = LoadN(g, n);
         const V hpv = LoadN(c.hprev.Row(t, b) + j0, n);
-        const V drh = acc[r][0];
+        const V drh = acc[r][u];
         StoreN(c.dg.Row(t, b) + j0, drh * hpv * rg * (one - rg), n);
         StoreN(c.dh + o, Fma(drh, rg, LoadN(c.dh + o, n)), n);
       }
+      }
     });
-  }
+  });
 }

@@ -51,29 +51,33 @@ void LeakyBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
   const int H = c.H;
   const T* alpha = c.a->w.alpha;
   const V one = Set1(T(1));
-  for (int blk = b0; blk < b1; ++blk) {
-    const int j0 = blk * W, n = MinI(W, H - j0);
+  ForUnits<T>(c.paired, H, b0, b1, [&](int blk, auto pg_c) {  // a block or a pair
+    constexpr int PG = decltype(pg_c)::value;
     const T* wp = c.wpb + static_cast<int64_t>(blk) * H * W;
-    const V al = LoadN(alpha + j0, n);
-    V dal = LoadN(c.dalpha + j0, n);
-    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
+    V dal[PG];
+    for (int u = 0; u < PG; ++u) dal[u] = LoadN(c.dalpha + (blk + u) * W, MinI(W, H - (blk + u) * W));
+    RowTiles<BwdRows<PG>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
-      Vec<T> acc[R][1];
-      BackProd<T, R>(c, s + 1, r0, H, wp, acc);
+      Vec<T> acc[R][PG];
+      BackProd<T, PG, R>(c, s + 1, r0, H, wp, acc);
+      for (int u = 0; u < PG; ++u) {
+      const int j0 = (blk + u) * W, n = MinI(W, H - j0);
+      const V al = LoadN(alpha + j0, n);
       for (int r = 0; r < R; ++r) {
         const int b = r0 + r;
         const int t = MapT(c.a->pb, s, b);
         if (t < 0) continue;
         const int64_t o = static_cast<int64_t>(b) * H + j0;
-        const V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][0];
+        const V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][u];
         KeepDh(c, t, b, j0, n, dh);
-        const V u = LoadN(c.gates.Row(t, b) + j0, n);
+        const V uu = LoadN(c.gates.Row(t, b) + j0, n);
         const V hpv = LoadN(c.hprev.Row(t, b) + j0, n);
-        dal = Fma(dh, hpv - u, dal);  // dh/dalpha = h_{t-1} - u
-        StoreN(c.dg.Row(t, b) + j0, dh * (one - al) * (one - u * u), n);
+        dal[u] = Fma(dh, hpv - uu, dal[u]);  // dh/dalpha = h_{t-1} - u
+        StoreN(c.dg.Row(t, b) + j0, dh * (one - al) * (one - uu * uu), n);
         StoreN(c.dh + o, dh * al, n);
       }
+      }
     });
-    StoreN(c.dalpha + j0, dal, n);
-  }
+    for (int u = 0; u < PG; ++u) StoreN(c.dalpha + (blk + u) * W, dal[u], MinI(W, H - (blk + u) * W));
+  });
 }

@@ -107,14 +107,17 @@ template <typename T>
 void LstmBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   const int H = c.H, K = static_cast<int>(c.GH);
-  for (int blk = b0; blk < b1; ++blk) {
-    const int j0 = blk * W, n = MinI(W, H - j0);
+  ForUnits<T>(c.paired, H, b0, b1, [&](int blk, auto pg_c) {  // a block or a pair
+    constexpr int PG = decltype(pg_c)::value;
     const T* wp = c.wpb + static_cast<int64_t>(blk) * K * W;
-    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<BwdRows<PG>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
-      Vec<T> acc[R][1];
-      BackProd<T, R>(c, s + 1, r0, K, wp, acc);
-      for (int r = 0; r < R; ++r) LstmBwdLanes(c, s, r0 + r, j0, n, acc[r][0]);
+      Vec<T> acc[R][PG];
+      BackProd<T, PG, R>(c, s + 1, r0, K, wp, acc);
+      for (int u = 0; u < PG; ++u) {
+        const int j0 = (blk + u) * W, n = MinI(W, H - j0);
+        for (int r = 0; r < R; ++r) LstmBwdLanes(c, s, r0 + r, j0, n, acc[r][u]);
+      }
     });
-  }
+  });
 }

@@ -43,19 +43,21 @@ template <typename T, bool kRelu>
 void RnnBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   const int H = c.H;
-  for (int blk = b0; blk < b1; ++blk) {
-    const int j0 = blk * W, n = MinI(W, H - j0);
+  ForUnits<T>(c.paired, H, b0, b1, [&](int blk, auto pg_c) {  // a block or a pair
+    constexpr int PG = decltype(pg_c)::value;
     const T* wp = c.wpb + static_cast<int64_t>(blk) * H * W;
-    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
+    RowTiles<BwdRows<PG>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
-      Vec<T> acc[R][1];
-      BackProd<T, R>(c, s + 1, r0, H, wp, acc);
+      Vec<T> acc[R][PG];
+      BackProd<T, PG, R>(c, s + 1, r0, H, wp, acc);
+      for (int u = 0; u < PG; ++u) {
+      const int j0 = (blk + u) * W, n = MinI(W, H - j0);
       for (int r = 0; r < R; ++r) {
         const int b = r0 + r;
         const int t = MapT(c.a->pb, s, b);
         if (t < 0) continue;
         const int64_t o = static_cast<int64_t>(b) * H + j0;
-        const Vec<T> dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][0];
+        const Vec<T> dh = LoadN(c.a->dy.Row(t, b) + j0, n) + LoadN(c.dh + o, n) + acc[r][u];
         KeepDh(c, t, b, j0, n, dh);
         const Vec<T> h = LoadN(c.gates.Row(t, b) + j0, n);
         // derivatives from the output: tanh' = 1 - h^2, relu' = [h > 0]
@@ -63,6 +65,7 @@ void RnnBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
         StoreN(c.dg.Row(t, b) + j0, d, n);
         StoreN(c.dh + o, Zero<T>(), n);
       }
+      }
     });
-  }
+  });
 }

@@ -90,30 +90,34 @@ void SkipBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
   const int32_t* delays = c.a->cell.delays;
   const int64_t pstride = static_cast<int64_t>(c.nblk) * H * W;
   const V one = Set1(T(1));
-  for (int blk = b0; blk < b1; ++blk) {
-    const int j0 = blk * W, n = MinI(W, H - j0);
-    RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
+  ForUnits<T>(c.paired, H, b0, b1, [&](int blk, auto pg_c) {  // a block or a pair
+    constexpr int PG = decltype(pg_c)::value;
+    RowTiles<BwdRows<PG>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
-      V acc[R][1];
-      for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
+      V acc[R][PG];
+      for (int r = 0; r < R; ++r)
+        for (int u = 0; u < PG; ++u) acc[r][u] = Zero<T>();
       for (int q = 0; q < nd; ++q) {  // dh_s += W_d^T dpre_{s+d}
         if (s + delays[q] >= c.a->pb.T) continue;
         const T* rows[R];
         for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s + delays[q], r0 + r, 0);
-        Prod<T, 1, R, true>(rows, H, c.wpb + q * pstride + static_cast<int64_t>(blk) * H * W, acc);
+        Prod<T, PG, R, true>(rows, H, c.wpb + q * pstride + static_cast<int64_t>(blk) * H * W, acc);
       }
+      for (int u = 0; u < PG; ++u) {
+      const int j0 = (blk + u) * W, n = MinI(W, H - j0);
       for (int r = 0; r < R; ++r) {
         const int b = r0 + r;
         const int t = MapT(c.a->pb, s, b);
         if (t < 0) continue;
-        V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + acc[r][0];
+        V dh = LoadN(c.a->dy.Row(t, b) + j0, n) + acc[r][u];
         if (const T* dn = SkipDhn(c, s, b, maxd)) dh = dh + LoadN(dn + j0, n);
         KeepDh(c, t, b, j0, n, dh);
         const V h = LoadN(c.gates.Row(t, b) + j0, n);
         StoreN(c.dg.Row(t, b) + j0, dh * (one - h * h), n);
       }
+      }
     });
-  }
+  });
 }
 
 // Gradient of the initial history h_{-maxd} .. h_{-1} (dh0 [maxd, B, H]).
@@ -128,26 +132,30 @@ void SkipFinishDh0(BwdCtx<T>& c, int b0, int b1) {
   for (int i = 0; i < maxd; ++i) {
     const int s_hist = i - maxd;  // the step this history entry stands for
     T* out = c.a->dh0 + static_cast<int64_t>(i) * c.B * H;
-    for (int blk = b0; blk < b1; ++blk) {
-      const int j0 = blk * W, n = MinI(W, H - j0);
-      RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
+    ForUnits<T>(c.paired, H, b0, b1, [&](int blk, auto pg_c) {  // a block or a pair
+      constexpr int PG = decltype(pg_c)::value;
+      RowTiles<BwdRows<PG>()>(c.B, [&](int r0, auto nr_c) {
         constexpr int R = decltype(nr_c)::value;
-        V acc[R][1];
-        for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
+        V acc[R][PG];
+        for (int r = 0; r < R; ++r)
+          for (int u = 0; u < PG; ++u) acc[r][u] = Zero<T>();
         for (int q = 0; q < nd; ++q) {
           const int s = s_hist + delays[q];
           if (s < 0 || s >= c.a->pb.T) continue;
           const T* rows[R];
           for (int r = 0; r < R; ++r) rows[r] = DgRow(c, s, r0 + r, 0);
-          Prod<T, 1, R, true>(rows, H, c.wpb + q * pstride + static_cast<int64_t>(blk) * H * W, acc);
+          Prod<T, PG, R, true>(rows, H, c.wpb + q * pstride + static_cast<int64_t>(blk) * H * W, acc);
         }
-        for (int r = 0; r < R; ++r) {
-          const int b = r0 + r;
-          V d = acc[r][0];
-          if (const T* dn = SkipDhn(c, s_hist, b, maxd)) d = d + LoadN(dn + j0, n);
-          StoreN(out + static_cast<int64_t>(b) * H + j0, d, n);
+        for (int u = 0; u < PG; ++u) {
+          const int j0 = (blk + u) * W, n = MinI(W, H - j0);
+          for (int r = 0; r < R; ++r) {
+            const int b = r0 + r;
+            V d = acc[r][u];
+            if (const T* dn = SkipDhn(c, s_hist, b, maxd)) d = d + LoadN(dn + j0, n);
+            StoreN(out + static_cast<int64_t>(b) * H + j0, d, n);
+          }
         }
       });
-    }
+    });
   }
 }
