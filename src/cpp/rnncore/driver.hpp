@@ -366,14 +366,15 @@ constexpr int ProjChunk() {
 }
 
 // out[r] (+)= rows[r][k0 : k0+kn] . wp[k0 : k0+kn] for one tile of R rows
-// of one unit block: the step of a K-chunked projection (add when k0 > 0).
+// of one unit block: the step of a K-chunked product (add: into out).
 template <typename T, int G, int R>
-inline void ProjTile(const T* const* rows, int k0, int kn, const T* wp, T* const* outs, int H, int n) {
+inline void ProjTile(const T* const* rows, int k0, int kn, const T* wp, T* const* outs, int H, int n,
+                     bool add) {
   const T* shifted[R];
   for (int r = 0; r < R; ++r) shifted[r] = rows[r] + k0;
   Vec<T> acc[R][G];
   const T* w = wp + static_cast<int64_t>(k0) * G * Vec<T>::kW;
-  if (k0 == 0) {
+  if (!add) {
     Prod<T, G, R>(shifted, kn, w, acc);
   } else {
     for (int r = 0; r < R; ++r)
@@ -440,7 +441,7 @@ void InputProj(const FwdCtx<T>& c, const T* pih, int I, int64_t N, int b0, int b
           rows[r] = x + (base + r0 + r) * ldx;
           outs[r] = c.gates.p + (base + r0 + r) * c.GH + j0;
         }
-        ProjTile<T, PG, R>(rows, k0, kn, wp, outs, stride, n);
+        ProjTile<T, PG, R>(rows, k0, kn, wp, outs, stride, n, k0 > 0);
       });
     }
   };
@@ -677,6 +678,90 @@ void ColSums(const T* m, int64_t rows, int64_t ld, int64_t n, T* out) {
   }
 }
 
+// B[k0 .. k0+kn) x [0, n) of a row-major matrix (ldb) packed by column
+// blocks for the products below: pairs of full blocks as [kk][u][lane] and a
+// block left over as [kk][lane] (zero past n), each at blk * kn * W.
+template <typename T>
+void PackColPairs(const T* b, int ldb, int kn, int n, T* out) {
+  constexpr int W = Vec<T>::kW;
+  const int nblk = (n + W - 1) / W;
+  for (int i = 0; i < nblk;) {
+    const int pg = PairAt<T>(n, i, nblk) ? 2 : 1;
+    T* o = out + static_cast<int64_t>(i) * kn * W;
+    for (int kk = 0; kk < kn; ++kk) {
+      const T* src = b + static_cast<int64_t>(kk) * ldb + static_cast<int64_t>(i) * W;
+      const int avail = n - i * W;
+      for (int l = 0; l < pg * W; ++l) *o++ = l < avail ? src[l] : T(0);
+    }
+    i += pg;
+  }
+}
+
+// C[m, n] = op(A) B + beta C with beta 0 or 1: op(A) = A (m x k, lda) or
+// A^T (A stored k x m); B k x n (ldb); all row-major. The weight gradients and
+// dx of a sequence, with rnncore's own register tiles (two column blocks per
+// broadcast) rather than BLAS: K is taken in chunks, B's chunk packed by
+// column blocks (one pair's panel stays in L1) and, for A^T, A's chunk
+// transposed, per thread; threads share out the rows of C.
+template <typename T>
+void OwnGemm(bool ta, int m, int n, int k, const T* a, int lda, const T* b, int ldb, T beta, T* c,
+             int ldc, int threads) {
+  constexpr int W = Vec<T>::kW;
+  constexpr int KC = ProjChunk<T, 2>();
+  const int nblk = (n + W - 1) / W;
+  const bool add_first = beta != T(0);
+  const int64_t fmas = static_cast<int64_t>(m) * n * k;
+  int nt = threads < 1 ? 1 : threads;
+  if (fmas < (int64_t(8) << 20)) nt = 1;  // as Gemm: a team only for large products
+  if (nt > m) nt = m;
+  RunTeam(nt, [&](int tid, int nteam) {
+    const int m0 = static_cast<int>(static_cast<int64_t>(m) * tid / nteam);
+    const int m1 = static_cast<int>(static_cast<int64_t>(m) * (tid + 1) / nteam);
+    const int mm = m1 - m0;
+    if (mm <= 0) return;
+    Buffer<T> bp_buf, at_buf;
+    T* bp = bp_buf.Alloc(static_cast<int64_t>(nblk) * W * KC);
+    T* at = ta ? at_buf.Alloc(static_cast<int64_t>(mm) * KC) : nullptr;
+    for (int k0 = 0; k0 < k; k0 += KC) {
+      const int kn = MinI(KC, k - k0);
+      PackColPairs(b + static_cast<int64_t>(k0) * ldb, ldb, kn, n, bp);
+      if (ta)  // at[r][kk] = A[k0 + kk][m0 + r]
+        for (int kk = 0; kk < kn; ++kk) {
+          const T* src = a + static_cast<int64_t>(k0 + kk) * lda + m0;
+          for (int r = 0; r < mm; ++r) at[static_cast<int64_t>(r) * kn + kk] = src[r];
+        }
+      const bool add = k0 > 0 || add_first;
+      ForUnits<T>(true, n, 0, nblk, [&](int blk, auto pg_c) {
+        constexpr int PG = decltype(pg_c)::value;
+        const T* wp = bp + static_cast<int64_t>(blk) * kn * W;
+        const int j0 = blk * W, nl = MinI(W, n - j0);
+        RowTiles<TileRows<PG>()>(mm, [&](int r0, auto nr_c) {
+          constexpr int R = decltype(nr_c)::value;
+          const T* rows[R];
+          T* outs[R];
+          for (int r = 0; r < R; ++r) {
+            rows[r] = ta ? at + static_cast<int64_t>(r0 + r) * kn
+                         : a + static_cast<int64_t>(m0 + r0 + r) * lda + k0;
+            outs[r] = c + static_cast<int64_t>(m0 + r0 + r) * ldc + j0;
+          }
+          ProjTile<T, PG, R>(rows, 0, kn, wp, outs, W, nl, add);
+        });
+      });
+    }
+  });
+}
+
+// The backward's large products (alpha 1, beta 0 or 1): rnncore's tiles on
+// wide ISAs, BLAS otherwise.
+template <typename T>
+void BigGemm(bool ta, int m, int n, int k, const T* a, int lda, const T* b, int ldb, T beta, T* c,
+             int ldc, int threads) {
+  if (Vec<T>::kW >= 4 && k > 0 && (beta == T(0) || beta == T(1)))
+    OwnGemm<T>(ta, m, n, k, a, lda, b, ldb, beta, c, ldc, threads);
+  else
+    Gemm<T>(ta, false, m, n, k, T(1), a, lda, b, ldb, beta, c, ldc, threads);
+}
+
 template <typename T>
 void Backward(const BwdArgs<T>& a) {
   constexpr int W = Vec<T>::kW;
@@ -788,30 +873,29 @@ void Backward(const BwdArgs<T>& a) {
   const T beta_dx = a.dx_accumulate ? T(1) : T(0);
   if (gru_ra) {
     const int h2 = 2 * H;
-    Gemm<T>(true, false, h2, I, n, T(1), c.dg.p, gh, X, ldx, T(1), a.g.w_ih, I, pb.threads);
-    Gemm<T>(true, false, H, I, n, T(1), c.dnx.p, H, X, ldx, T(1), a.g.w_ih + static_cast<int64_t>(h2) * I, I, pb.threads);
+    BigGemm<T>(true, h2, I, n, c.dg.p, gh, X, ldx, T(1), a.g.w_ih, I, pb.threads);
+    BigGemm<T>(true, H, I, n, c.dnx.p, H, X, ldx, T(1), a.g.w_ih + static_cast<int64_t>(h2) * I, I, pb.threads);
     if (a.dx.p) {
-      Gemm<T>(false, false, n, I, h2, T(1), c.dg.p, gh, a.w.w_ih, I, beta_dx, a.dx.p, ldd, pb.threads);
-      Gemm<T>(false, false, n, I, H, T(1), c.dnx.p, H, a.w.w_ih + static_cast<int64_t>(h2) * I, I, T(1), a.dx.p, ldd, pb.threads);
+      BigGemm<T>(false, n, I, h2, c.dg.p, gh, a.w.w_ih, I, beta_dx, a.dx.p, ldd, pb.threads);
+      BigGemm<T>(false, n, I, H, c.dnx.p, H, a.w.w_ih + static_cast<int64_t>(h2) * I, I, T(1), a.dx.p, ldd, pb.threads);
     }
-    Gemm<T>(true, false, gh, H, n, T(1), c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H, pb.threads);
+    BigGemm<T>(true, gh, H, n, c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H, pb.threads);
     if (a.g.b_ih) {
       ColSums(c.dg.p, N, GH, 2 * H, a.g.b_ih);
       ColSums(c.dnx.p, N, H, H, a.g.b_ih + 2 * H);
     }
     if (a.g.b_hh) ColSums(c.dg.p, N, GH, GH, a.g.b_hh);
   } else {
-    Gemm<T>(true, false, gh, I, n, T(1), c.dg.p, gh, X, ldx, T(1), a.g.w_ih, I, pb.threads);
-    if (a.dx.p) Gemm<T>(false, false, n, I, gh, T(1), c.dg.p, gh, a.w.w_ih, I, beta_dx, a.dx.p, ldd, pb.threads);
+    BigGemm<T>(true, gh, I, n, c.dg.p, gh, X, ldx, T(1), a.g.w_ih, I, pb.threads);
+    if (a.dx.p) BigGemm<T>(false, n, I, gh, c.dg.p, gh, a.w.w_ih, I, beta_dx, a.dx.p, ldd, pb.threads);
     if (gru_v1) {
-      Gemm<T>(true, false, 2 * H, H, n, T(1), c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H, pb.threads);
-      Gemm<T>(true, false, H, H, n, T(1), c.dg.p + 2 * H, gh, a.tape.extra, H, T(1),
-              a.g.w_hh + static_cast<int64_t>(2 * H) * H, H, pb.threads);
+      BigGemm<T>(true, 2 * H, H, n, c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H, pb.threads);
+      BigGemm<T>(true, H, H, n, c.dg.p + 2 * H, gh, a.tape.extra, H, T(1), a.g.w_hh + static_cast<int64_t>(2 * H) * H, H, pb.threads);
     } else if (skip) {
       for (int q = 0; q < a.cell.n_delays; ++q)
-        Gemm<T>(true, false, H, H, n, T(1), c.dg.p, gh, a.tape.hprev + q * N * H, H, T(1), a.g.w_hh_d[q], H, pb.threads);
+        BigGemm<T>(true, H, H, n, c.dg.p, gh, a.tape.hprev + q * N * H, H, T(1), a.g.w_hh_d[q], H, pb.threads);
     } else {
-      Gemm<T>(true, false, gh, H, n, T(1), c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H, pb.threads);
+      BigGemm<T>(true, gh, H, n, c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H, pb.threads);
     }
     if (a.g.b_ih) ColSums(c.dg.p, N, GH, GH, a.g.b_ih);
     if (a.g.b_hh) ColSums(c.dg.p, N, GH, GH, a.g.b_hh);

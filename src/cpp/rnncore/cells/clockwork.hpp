@@ -59,7 +59,7 @@ void ClockInputProj(const FwdCtx<T>& c, const T* pih, int I, int b0, int b1) {
             rows[r] = x.p + row_of(base + r0 + r) * x.ld;
             outs[r] = c.gates.p + row_of(base + r0 + r) * c.gates.ld + j0;
           }
-          ProjTile<T, 1, R>(rows, k0, kn, wp, outs, H, n);
+          ProjTile<T, 1, R>(rows, k0, kn, wp, outs, H, n, k0 > 0);
         });
       }
     };
