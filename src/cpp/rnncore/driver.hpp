@@ -622,6 +622,7 @@ void Forward(const FwdArgs<T>& a) {
   RunTeam(nt, [&](int tid, int nteam) {
     int b0, b1;
     if (c.paired) OwnPairs(nblk, tid, nteam, &b0, &b1);
+    else if (kind == CellKind::kClockwork) ClockOwnBlocks(a.cell, H, I, c.gs, W, nblk, true, tid, nteam, &b0, &b1);
     else OwnBlocks(nblk, tid, nteam, &b0, &b1);
     if (!c.direct) {
       pack_own(b0, b1);
@@ -835,7 +836,7 @@ void Backward(const BwdArgs<T>& a) {
   RunTeam(nt, [&](int tid, int nteam) {
     int b0, b1;
     if (c.paired) OwnPairs(nblk, tid, nteam, &b0, &b1);
-    else OwnBlocks(nblk, tid, nteam, &b0, &b1);
+    else ClockOwnBlocks(a.cell, H, I, c.gs, W, nblk, false, tid, nteam, &b0, &b1);  // clockwork
     pack_own(b0, b1);  // read by this thread only (its unit blocks)
     for (int s = Tn - 1; s >= 0; --s) {
       switch (kind) {

@@ -6,6 +6,46 @@ inline bool ClockActive(const CellSpec& cell, int group, int s) {
   return (cell.step0 + s) % cell.periods[group] == 0;
 }
 
+// Work of the unit block blk per step, on average over the clock: forward,
+// its product over the groups it reads (from its own on) and its input row
+// when its group updates; backward, the rows of the groups that read it.
+// Plus the pass every step makes over the block.
+inline double ClockBlockCost(const CellSpec& cell, int H, int I, int gs, int W, int blk, bool fwd) {
+  const int grp = MinI(blk * W, H - 1) / gs;
+  double cost = 2.0 * W;
+  if (fwd) {
+    cost += static_cast<double>(H - grp * gs + I) * W / cell.periods[grp];
+  } else {
+    for (int j = 0; j <= grp; ++j) cost += static_cast<double>(gs) * W / cell.periods[j];
+  }
+  return cost;
+}
+
+// Clockwork's unit blocks differ in work by far (fast groups update every
+// step and read more groups): thread tid gets a contiguous range of about
+// equal total ClockBlockCost.
+inline void ClockOwnBlocks(const CellSpec& cell, int H, int I, int gs, int W, int nblk, bool fwd,
+                           int tid, int nt, int* b0, int* b1) {
+  double total = 0;
+  for (int blk = 0; blk < nblk; ++blk) total += ClockBlockCost(cell, H, I, gs, W, blk, fwd);
+  const double lo = total * tid / nt, hi = total * (tid + 1) / nt;
+  double acc = 0;
+  *b0 = nblk;
+  *b1 = nblk;
+  for (int blk = 0; blk < nblk; ++blk) {  // a block goes to the thread its middle falls in
+    const double cost = ClockBlockCost(cell, H, I, gs, W, blk, fwd);
+    const double mid = acc + cost / 2;
+    if (mid >= lo && *b0 == nblk) *b0 = blk;
+    if (mid >= hi) {
+      *b1 = blk;
+      break;
+    }
+    acc += cost;
+  }
+  if (tid == nt - 1) *b1 = nblk;
+  if (*b1 < *b0) *b1 = *b0;
+}
+
 // 1/0 per lane of the unit block at j0: is that unit's group updated at step s?
 template <typename T>
 inline bool ClockMask(const CellSpec& cell, int gs, int j0, int n, int s, Vec<T>* m) {
