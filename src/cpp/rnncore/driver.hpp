@@ -679,6 +679,22 @@ void ColSums(const T* m, int64_t rows, int64_t ld, int64_t n, T* out) {
   }
 }
 
+// acc[r][g] += sum_k a[k*lda + r] * wp[k][g][:]: Prod for the rows of a
+// transposed operand (column r of a k-major matrix), whose R values at one k
+// sit side by side; no transposed copy is needed.
+template <typename T, int G, int R>
+inline void ProdT(const T* a, int64_t lda, int K, const T* wp, Vec<T> (&acc)[R][G]) {
+  constexpr int W = Vec<T>::kW;
+  for (int k = 0; k < K; ++k, a += lda) {
+    Vec<T> w[G];
+    for (int g = 0; g < G; ++g) w[g] = Load(wp + (static_cast<int64_t>(k) * G + g) * W);
+    for (int r = 0; r < R; ++r) {
+      const Vec<T> x = Set1(a[r]);
+      for (int g = 0; g < G; ++g) acc[r][g] = Fma(x, w[g], acc[r][g]);
+    }
+  }
+}
+
 // B[k0 .. k0+kn) x [0, n) of a row-major matrix (ldb) packed by column
 // blocks for the products below: pairs of full blocks as [kk][u][lane] and a
 // block left over as [kk][lane] (zero past n), each at blk * kn * W.
@@ -702,8 +718,8 @@ void PackColPairs(const T* b, int ldb, int kn, int n, T* out) {
 // A^T (A stored k x m); B k x n (ldb); all row-major. The weight gradients and
 // dx of a sequence, with rnncore's own register tiles (two column blocks per
 // broadcast) rather than BLAS: K is taken in chunks, B's chunk packed by
-// column blocks (one pair's panel stays in L1) and, for A^T, A's chunk
-// transposed, per thread; threads share out the rows of C.
+// column blocks (one pair's panel stays in L1) per thread; A^T is read in
+// place (ProdT); threads share out the rows of C.
 template <typename T>
 void OwnGemm(bool ta, int m, int n, int k, const T* a, int lda, const T* b, int ldb, T beta, T* c,
              int ldc, int threads) {
@@ -720,17 +736,11 @@ void OwnGemm(bool ta, int m, int n, int k, const T* a, int lda, const T* b, int 
     const int m1 = static_cast<int>(static_cast<int64_t>(m) * (tid + 1) / nteam);
     const int mm = m1 - m0;
     if (mm <= 0) return;
-    Buffer<T> bp_buf, at_buf;
+    Buffer<T> bp_buf;
     T* bp = bp_buf.Alloc(static_cast<int64_t>(nblk) * W * KC);
-    T* at = ta ? at_buf.Alloc(static_cast<int64_t>(mm) * KC) : nullptr;
     for (int k0 = 0; k0 < k; k0 += KC) {
       const int kn = MinI(KC, k - k0);
       PackColPairs(b + static_cast<int64_t>(k0) * ldb, ldb, kn, n, bp);
-      if (ta)  // at[r][kk] = A[k0 + kk][m0 + r]
-        for (int kk = 0; kk < kn; ++kk) {
-          const T* src = a + static_cast<int64_t>(k0 + kk) * lda + m0;
-          for (int r = 0; r < mm; ++r) at[static_cast<int64_t>(r) * kn + kk] = src[r];
-        }
       const bool add = k0 > 0 || add_first;
       ForUnits<T>(true, n, 0, nblk, [&](int blk, auto pg_c) {
         constexpr int PG = decltype(pg_c)::value;
@@ -738,14 +748,21 @@ void OwnGemm(bool ta, int m, int n, int k, const T* a, int lda, const T* b, int 
         const int j0 = blk * W, nl = MinI(W, n - j0);
         RowTiles<TileRows<PG>()>(mm, [&](int r0, auto nr_c) {
           constexpr int R = decltype(nr_c)::value;
-          const T* rows[R];
           T* outs[R];
-          for (int r = 0; r < R; ++r) {
-            rows[r] = ta ? at + static_cast<int64_t>(r0 + r) * kn
-                         : a + static_cast<int64_t>(m0 + r0 + r) * lda + k0;
-            outs[r] = c + static_cast<int64_t>(m0 + r0 + r) * ldc + j0;
+          for (int r = 0; r < R; ++r) outs[r] = c + static_cast<int64_t>(m0 + r0 + r) * ldc + j0;
+          if (ta) {  // rows of C are columns of A
+            Vec<T> acc[R][PG];
+            for (int r = 0; r < R; ++r)
+              for (int g = 0; g < PG; ++g)
+                acc[r][g] = add ? LoadN(outs[r] + static_cast<int64_t>(g) * W, nl) : Zero<T>();
+            ProdT<T, PG, R>(a + static_cast<int64_t>(k0) * lda + m0 + r0, lda, kn, wp, acc);
+            for (int r = 0; r < R; ++r)
+              for (int g = 0; g < PG; ++g) StoreN(outs[r] + static_cast<int64_t>(g) * W, acc[r][g], nl);
+          } else {
+            const T* rows[R];
+            for (int r = 0; r < R; ++r) rows[r] = a + static_cast<int64_t>(m0 + r0 + r) * lda + k0;
+            ProjTile<T, PG, R>(rows, 0, kn, wp, outs, W, nl, add);
           }
-          ProjTile<T, PG, R>(rows, 0, kn, wp, outs, W, nl, add);
         });
       });
     }
