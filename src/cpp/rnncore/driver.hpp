@@ -374,13 +374,10 @@ inline void ProjTile(const T* const* rows, int k0, int kn, const T* wp, T* const
   for (int r = 0; r < R; ++r) shifted[r] = rows[r] + k0;
   Vec<T> acc[R][G];
   const T* w = wp + static_cast<int64_t>(k0) * G * Vec<T>::kW;
-  if (!add) {
-    Prod<T, G, R>(shifted, kn, w, acc);
-  } else {
+  Prod<T, G, R>(shifted, kn, w, acc);
+  if (add)  // after the product: the loaded values need no registers during it
     for (int r = 0; r < R; ++r)
-      for (int g = 0; g < G; ++g) acc[r][g] = LoadN(outs[r] + static_cast<int64_t>(g) * H, n);
-    Prod<T, G, R, true>(shifted, kn, w, acc);
-  }
+      for (int g = 0; g < G; ++g) acc[r][g] = LoadN(outs[r] + static_cast<int64_t>(g) * H, n) + acc[r][g];
   for (int r = 0; r < R; ++r)
     for (int g = 0; g < G; ++g) StoreN(outs[r] + static_cast<int64_t>(g) * H, acc[r][g], n);
 }
