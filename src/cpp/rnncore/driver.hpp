@@ -424,13 +424,12 @@ void InputProj(const FwdCtx<T>& c, const T* pih, int I, int64_t N, int b0, int b
   const int H = c.H;
   const T* x = c.a->x.p;
   const int64_t ldx = c.a->x.ld;
-  auto pass = [&](auto pg_c, int blk, int k0, int kn) {
+  auto pass = [&](auto pg_c, int blk, int k0, int kn, int64_t base, int64_t rows_here) {
     constexpr int PG = decltype(pg_c)::value;
     const int j0 = blk * W, n = MinI(W, H - j0), stride = G == 1 ? W : H;
     const T* wp = pih + static_cast<int64_t>(blk) * I * G * W;
-    for (int64_t base = 0; base < N; base += 1 << 20) {  // int row counts per tile pass
-      const int rows_here = static_cast<int>(N - base < (1 << 20) ? N - base : (1 << 20));
-      RowTiles<TileRows<PG>()>(rows_here, [&](int r0, auto nr_c) {
+    {
+      RowTiles<TileRows<PG>()>(static_cast<int>(rows_here), [&](int r0, auto nr_c) {
         constexpr int R = decltype(nr_c)::value;
         const T* rows[R];
         T* outs[R];
@@ -443,16 +442,21 @@ void InputProj(const FwdCtx<T>& c, const T* pih, int I, int64_t N, int b0, int b
     }
   };
   constexpr int KC = ProjChunk<T, G == 1 ? 2 : G>();
-  for (int k0 = 0; k0 < I; k0 += KC) {
-    const int kn = MinI(KC, I - k0);
+  // Panels of rows whose inputs (P x I) stay in L2 while every block's
+  // chunks pass over them, so that the outputs, written and read back once
+  // per K chunk, stay in cache too.
+  const int64_t fit = (int64_t(384) << 10) / (static_cast<int64_t>(I) * sizeof(T)) / 48 * 48;
+  const int64_t P = fit < 48 ? 48 : fit;
+  for (int64_t p0 = 0; p0 < N; p0 += P) {
+    const int64_t pn = N - p0 < P ? N - p0 : P;
     for (int blk = b0; blk < b1;) {
-      if (G == 1 && c.paired && PairAt<T>(H, blk, b1)) {
-        pass(std::integral_constant<int, 2>{}, blk, k0, kn);
-        blk += 2;
-      } else {
-        pass(std::integral_constant<int, G>{}, blk, k0, kn);
-        blk += 1;
+      const bool pair = G == 1 && c.paired && PairAt<T>(H, blk, b1);
+      for (int k0 = 0; k0 < I; k0 += KC) {
+        const int kn = MinI(KC, I - k0);
+        if (pair) pass(std::integral_constant<int, 2>{}, blk, k0, kn, p0, pn);
+        else pass(std::integral_constant<int, G>{}, blk, k0, kn, p0, pn);
       }
+      blk += pair ? 2 : 1;
     }
   }
 }
