@@ -34,11 +34,17 @@ def _lengths(T, B, rng):
     return lens
 
 
-def _run_both(cell_id, T, B, I, H, L, bidir, use_len, use_state, dtype, seed=0, batch_first=False):
+def _run_both(cell_id, T, B, I, H, L, bidir, use_len, use_state, dtype, seed=0, batch_first=False,
+              weight_scale=1.0):
     H = fix_h(cell_id, H)
     rng = np.random.default_rng(seed)
     layer, params = make_pair(cell_id, I, H, num_layers=L, bidirectional=bidir, dtype=dtype,
                               batch_first=batch_first, seed=seed)
+    if weight_scale != 1.0:  # a contractive recurrence: float32 rounding is not amplified
+        for k in params:
+            if k.startswith("weight"):
+                params[k] = params[k] * weight_scale
+                layer.params[k][...] = params[k]
     x = rng.uniform(-1, 1, (T, B, I))
     lengths = _lengths(T, B, rng) if use_len else None
     state = ref_state(cell_id, H, B, L, bidir, seed=seed + 1) if use_state else None
@@ -109,6 +115,18 @@ def test_one_and_two_threads_agree(cell_id):
         assert_close(out[1][key][0], out[2][key][0], np.float32, key)
     for k, g1 in out[1]["grads"][0].items():
         assert_close(g1, out[2]["grads"][0][k], np.float32, k)
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("cell_id", ["lstm", "gru", "gru_v1", "skip_1_3", "clockwork"])
+def test_large_products_match_reference(cell_id, n_threads):
+    """Sizes where the weight-gradient and dx products run on rnncore's own
+    tiles over several K chunks, row panels and a team of two (about 10^7
+    multiply-adds each), and the input projection over several row panels."""
+    with threads(n_threads):
+        _check(_run_both(cell_id, 25, 96, 64, 72, 1, False, True, True, np.float32, seed=8,
+                         weight_scale=0.3), np.float32)
+        _check(_run_both(cell_id, 9, 40, 200, 52, 1, False, False, False, np.float64, seed=9), np.float64)
 
 
 @pytest.mark.parametrize("cell_id", CELL_IDS)
