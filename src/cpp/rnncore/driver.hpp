@@ -732,6 +732,7 @@ void OwnGemm(bool ta, int m, int n, int k, const T* a, int lda, const T* b, int 
   int nt = threads < 1 ? 1 : threads;
   if (fmas < (int64_t(8) << 20)) nt = 1;  // as Gemm: a team only for large products
   if (nt > m) nt = m;
+  nt = TeamOrSolo(nt);
   RunTeam(nt, [&](int tid, int nteam) {
     const int m0 = static_cast<int>(static_cast<int64_t>(m) * tid / nteam);
     const int m1 = static_cast<int>(static_cast<int64_t>(m) * (tid + 1) / nteam);

@@ -87,6 +87,10 @@ int ChooseTeam(int requested, int blocks, int64_t work) {
   if (nt > blocks) nt = blocks;
   const int64_t by_work = work / g_min_work.load();
   if (by_work < nt) nt = by_work < 1 ? 1 : static_cast<int>(by_work);
+  return TeamOrSolo(nt);
+}
+
+int TeamOrSolo(int nt) {
   if (nt > 1 && g_backoff.load(std::memory_order_relaxed)) {  // in a one-thread stretch?
     int left = g_solo_left.load(std::memory_order_relaxed);
     while (left > 0 && !g_solo_left.compare_exchange_weak(left, left - 1, std::memory_order_relaxed)) {

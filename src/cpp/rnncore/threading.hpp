@@ -15,6 +15,9 @@ namespace rnncore {
 // small to share is run by one thread: a barrier costs more than it saves and
 // a spinning one stalls on a busy machine.
 int ChooseTeam(int requested, int blocks, int64_t work);
+// nt, or 1 in a one-thread stretch after contention (see NoteTeamCall): for
+// every team that sizes itself another way (the large products).
+int TeamOrSolo(int nt);
 
 // What a team call saw: `contended` if one of its threads waited for a core
 // for a good part of the call (Preempted below), which on a machine whose
