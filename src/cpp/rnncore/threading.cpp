@@ -16,11 +16,10 @@
 namespace rnncore {
 namespace {
 // Below about this many multiply-adds per thread and step, a second thread
-// costs more in barrier time than it saves. With the barrier waking sleepers
-// only when there are any, GRU (200,16,64,64) (196K a step) runs 1.2x faster
-// on two threads than one, while Elman at 65K a step runs 1.5x slower on
-// two (AVX-512 part, both measured).
-std::atomic<std::int64_t> g_min_work{1 << 16};
+// costs more in barrier time than it saves. Measured at (200,16,64,64) on an
+// AVX-512 part: GRU (196K a step) runs 1.2x faster on two threads than on
+// one, skip with two delays (131K) 1.3x slower, Elman (65K) 1.5x slower.
+std::atomic<std::int64_t> g_min_work{3 << 15};
 
 // The one-thread stretch after a contended team call (see NoteTeamCall).
 constexpr int kFirstStretch = 4, kLongestStretch = 256;
