@@ -2,8 +2,8 @@
  * 512-bit FMAs (enough to cover the latency of both FMA pipes), no memory.
  * It gives the roof that docs/benchmarks.md compares rnncore's GFLOP/s with.
  *
- *   cc -O2 -mavx512f -mfma benchmarks/fma_peak.c -o /tmp/fma_peak && /tmp/fma_peak
- *   cc -O2 -mavx2 -mfma -DYMM benchmarks/fma_peak.c -o /tmp/fma_peak && /tmp/fma_peak
+ *   cc -O2 -mavx512f -mfma benchmarks/fma_peak.c -o fma_peak && ./fma_peak
+ *   cc -O2 -mavx2 -mfma -DYMM benchmarks/fma_peak.c -o fma_peak && ./fma_peak
  */
 #include <immintrin.h>
 #include <stdio.h>
