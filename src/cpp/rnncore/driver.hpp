@@ -414,10 +414,10 @@ void FinishDh0(BwdCtx<T>& c, int b0, int b1, int K) {
 
 // Input projection of all N rows for unit blocks [b0, b1): gates = x W_ih^T,
 // rnncore's own kernel rather than BLAS: the same register tiles as the
-// recurrent product, and no second thread pool. K is taken in chunks (outer
-// loop) so that a chunk's packed weights serve every row tile from L1.
-// One block (PG = G: the gates of a block, at stride H) or, for one-gate
-// cells, a pair of blocks packed by PackPairs (PG = 2, at stride W).
+// recurrent product, and no second thread pool. Rows go in panels, and within
+// a panel K in chunks, so that a chunk's packed weights serve the panel's row
+// tiles from L1. A tile covers one block (PG = G: its gates, at stride H) or,
+// for paired one-gate cells, two blocks packed by PackPairs (PG = 2, stride W).
 template <typename T, int G>
 void InputProj(const FwdCtx<T>& c, const T* pih, int I, int64_t N, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
@@ -428,18 +428,16 @@ void InputProj(const FwdCtx<T>& c, const T* pih, int I, int64_t N, int b0, int b
     constexpr int PG = decltype(pg_c)::value;
     const int j0 = blk * W, n = MinI(W, H - j0), stride = G == 1 ? W : H;
     const T* wp = pih + static_cast<int64_t>(blk) * I * G * W;
-    {
-      RowTiles<TileRows<PG>()>(static_cast<int>(rows_here), [&](int r0, auto nr_c) {
-        constexpr int R = decltype(nr_c)::value;
-        const T* rows[R];
-        T* outs[R];
-        for (int r = 0; r < R; ++r) {
-          rows[r] = x + (base + r0 + r) * ldx;
-          outs[r] = c.gates.p + (base + r0 + r) * c.GH + j0;
-        }
-        ProjTile<T, PG, R>(rows, k0, kn, wp, outs, stride, n, k0 > 0);
-      });
-    }
+    RowTiles<TileRows<PG>()>(static_cast<int>(rows_here), [&](int r0, auto nr_c) {
+      constexpr int R = decltype(nr_c)::value;
+      const T* rows[R];
+      T* outs[R];
+      for (int r = 0; r < R; ++r) {
+        rows[r] = x + (base + r0 + r) * ldx;
+        outs[r] = c.gates.p + (base + r0 + r) * c.GH + j0;
+      }
+      ProjTile<T, PG, R>(rows, k0, kn, wp, outs, stride, n, k0 > 0);
+    });
   };
   constexpr int KC = ProjChunk<T, G == 1 ? 2 : G>();
   // Panels of rows whose inputs (P x I) stay in L2 while every block's
