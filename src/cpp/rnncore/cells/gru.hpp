@@ -17,7 +17,7 @@ void GruFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
       const T* rows[R];
       for (int r = 0; r < R; ++r) rows[r] = hp + static_cast<int64_t>(r0 + r) * H;
       V acc[R][3];
-      RecAcc<T, 3, R>(c, rows, wp, r0, j0, n, acc);
+      RecAcc<T, 3, R>(c, s, rows, wp, r0, j0, n, acc);
       for (int r = 0; r < R; ++r) {
         const int b = r0 + r;
         const int64_t o = static_cast<int64_t>(b) * H + j0;

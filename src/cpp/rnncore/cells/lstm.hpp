@@ -54,7 +54,7 @@ void LstmFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
       const T* rows[R];
       for (int r = 0; r < R; ++r) rows[r] = hp + static_cast<int64_t>(r0 + r) * H;
       Vec<T> acc[R][4];
-      RecAcc<T, 4, R>(c, rows, wp, r0, j0, n, acc);
+      RecAcc<T, 4, R>(c, s, rows, wp, r0, j0, n, acc);
       for (int r = 0; r < R; ++r) LstmFwdLanes(c, s, r0 + r, j0, n, acc[r], hp, hc);
     });
   }

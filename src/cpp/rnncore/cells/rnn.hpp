@@ -13,7 +13,7 @@ void RnnFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
       const T* rows[R];
       for (int r = 0; r < R; ++r) rows[r] = hp + static_cast<int64_t>(r0 + r) * H;
       Vec<T> acc[R][PG];
-      RecAcc<T, PG, R>(c, rows, wp, r0, blk * W, MinI(W, H - blk * W), acc);
+      RecAcc<T, PG, R>(c, s, rows, wp, r0, blk * W, MinI(W, H - blk * W), acc);
       for (int u = 0; u < PG; ++u) {
         const int j0 = (blk + u) * W, n = MinI(W, H - j0);
         for (int r = 0; r < R; ++r) {
