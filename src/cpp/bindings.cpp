@@ -15,6 +15,7 @@
 #include "rnncore/api.hpp"
 #include "rnncore/dispatch/dispatch.hpp"
 #include "rnncore/gemm.hpp"
+#include "rnncore/memory.hpp"
 #include "rnncore/threading.hpp"
 
 namespace py = pybind11;
@@ -550,6 +551,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("bind_blas", &BindBlas, py::arg("path"), py::arg("prefix"));
   m.def("blas_bound", &BlasBound);
   m.def("blas_info", &BlasInfo);
+  m.def("tune_malloc", &TuneMalloc);
   m.def("isa", []() { return std::string(Kernels().name); });
   m.def("available_isas", &AvailableIsas);
   m.def("select_isa", &SelectIsa);

@@ -43,6 +43,17 @@ def _bind_blas() -> str:
 _blas_error = _bind_blas()
 
 
+def _tune_malloc() -> str:
+    """Keep glibc from trimming the heap after every call (see memory.hpp);
+    RNNCORE_MALLOC=system leaves the allocator alone."""
+    if os.environ.get("RNNCORE_MALLOC", "").lower() == "system":
+        return "left alone (RNNCORE_MALLOC=system)"
+    return _core.tune_malloc()
+
+
+_malloc = _tune_malloc()
+
+
 def _default_threads() -> int:
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
     if env.isdigit() and int(env) > 0:
@@ -117,6 +128,7 @@ def runtime_info() -> dict:
                          if _core.team_backoff() else "off"),
         "blas": (_core.blas_info() + ", single-threaded calls split over rnncore's threads")
                 if not _blas_error else f"none ({_blas_error})",
+        "malloc": _malloc,
         "compiler": _core.compiler,
     }
 
