@@ -235,6 +235,44 @@ inline int MapT(const Problem& pb, int s, int b) {
   return pb.reverse ? len - 1 - s : s;
 }
 
+// Asks the cache for the lines of p[0, n) ahead of their use (write: they
+// are about to be stored).
+template <typename T>
+inline void Ask(const T* p, int64_t n, bool write = false) {
+#if defined(__GNUC__)
+  const uintptr_t e = reinterpret_cast<uintptr_t>(p + n);
+  for (uintptr_t a = reinterpret_cast<uintptr_t>(p) & ~uintptr_t(63); a < e; a += 64) {
+    if (write) __builtin_prefetch(reinterpret_cast<const void*>(a), 1);
+    else __builtin_prefetch(reinterpret_cast<const void*>(a));
+  }
+  // GCC takes a function that only prefetches for a pure one and deletes
+  // its calls (no prefetch was left in the kernels): an empty volatile asm
+  // is a side effect it keeps, and it emits no instruction.
+  asm volatile("");
+#else
+  (void)p, (void)n, (void)write;
+#endif
+}
+
+// Asks for columns [col, col + len) of ng vectors gstride apart, in rows
+// [r0, r0 + R) at step s of a tape: the rows a tile's lanes read or write
+// after its product. The tapes were written long before (the projected
+// inputs before the time loop, the forward's records before the backward)
+// and have left L1 and L2; asked for before the product, their misses
+// overlap it instead of stalling the lanes (a fifth of an LSTM forward step
+// and a third of its backward step at (100,32,128,256) went there).
+template <typename T, typename U>
+inline void AskRows(const Seq<U>& seq, const Problem& pb, int s, int r0, int R, int64_t col, int len,
+                    int ng = 1, int64_t gstride = 0, bool write = false) {
+  if (!seq.p || s < 0) return;
+  for (int r = 0; r < R; ++r) {
+    const int t = MapT(pb, s, r0 + r);
+    if (t < 0) continue;
+    const T* row = seq.Row(t, r0 + r) + col;
+    for (int q = 0; q < ng; ++q) Ask<T>(row + q * gstride, len, write);
+  }
+}
+
 // Blocks of units owned by thread tid of a team of nt.
 inline void OwnBlocks(int nblk, int tid, int nt, int* b0, int* b1) {
   *b0 = static_cast<int>(static_cast<int64_t>(nblk) * tid / nt);
@@ -292,6 +330,22 @@ struct FwdCtx {
   T* rec;                  // direct: [B, GH] recurrent pre-activations of the step
 };
 
+// The rows a forward tile's lanes use at step s, asked for before its
+// product (see AskRows): the projected inputs (G vectors: gates H apart, or
+// a block pair's two blocks side by side), then the rows the lanes store, y
+// and, when training, the tapes.
+template <typename T>
+inline void AskFwd(const FwdCtx<T>& c, int s, int r0, int R, int j0, int n, int G) {
+  const Problem& pb = c.a->pb;
+  const int len = c.paired ? (G - 1) * Vec<T>::kW + n : n;
+  if (c.paired) AskRows<T>(c.gates, pb, s, r0, R, j0, len);
+  else AskRows<T>(c.gates, pb, s, r0, R, j0, n, G, c.H);
+  AskRows<T>(c.a->y, pb, s, r0, R, j0, len, 1, 0, true);
+  AskRows<T>(c.hprev, pb, s, r0, R, j0, len, 1, 0, true);
+  AskRows<T>(c.c, pb, s, r0, R, j0, len, 1, 0, true);
+  AskRows<T>(c.extra, pb, s, r0, R, j0, len, 1, 0, true);
+}
+
 // The recurrent part of a forward step for R rows (from r0) and G gates of the
 // unit block at j0: the packed product, or in direct mode the step's rec rows.
 template <typename T, int G, int R>
@@ -302,20 +356,7 @@ inline void RecAcc(const FwdCtx<T>& c, int s, const T* const* rows, const T* wp,
       for (int g = 0; g < G; ++g)
         acc[r][g] = LoadN(c.rec + static_cast<int64_t>(r0 + r) * c.GH + static_cast<int64_t>(g) * c.H + j0, n);
   } else {
-    // The input projection wrote these rows' gate inputs before the time
-    // loop, and they have left L1 and L2 since: asking for them now lets the
-    // misses overlap the product instead of stalling the lanes after it (at
-    // (100,32,128,256) an LSTM step spent a fifth of its time there).
-    const int64_t gs = c.paired ? Vec<T>::kW : c.H;
-    for (int r = 0; r < R; ++r) {
-      const int t = MapT(c.a->pb, s, r0 + r);
-      if (t < 0) continue;
-      const T* g = c.gates.Row(t, r0 + r) + j0;
-      for (int q = 0; q < G; ++q) {
-        __builtin_prefetch(g + q * gs);
-        __builtin_prefetch(g + q * gs + n - 1);
-      }
-    }
+    AskFwd(c, s, r0, R, j0, n, G);
     Prod<T, G, R>(rows, c.H, wp, acc);
   }
 }
@@ -339,6 +380,17 @@ struct BwdCtx {
   int nblk;
   int gs;                  // clockwork: units per group
 };
+
+// The rows a backward tile's lanes use at step s, asked for before its
+// product (see AskRows): dy, and ng gate vectors of the tape and of dg
+// (columns [col, col + len) of each).
+template <typename T>
+inline void AskBwd(const BwdCtx<T>& c, int s, int r0, int R, int64_t col, int len, int ng) {
+  const Problem& pb = c.a->pb;
+  AskRows<T>(c.a->dy, pb, s, r0, R, col, len);
+  AskRows<T>(c.gates, pb, s, r0, R, col, len, ng, c.H);
+  AskRows<T>(c.dg, pb, s, r0, R, col, len, ng, c.H, true);
+}
 
 // Diagnostics: keep the total dL/dh_t of a step when asked to.
 template <typename T>

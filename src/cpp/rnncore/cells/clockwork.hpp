@@ -139,6 +139,7 @@ void ClockFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
     const T* wp = c.wp + static_cast<int64_t>(blk) * H * W + static_cast<int64_t>(k0) * W;
     RowTiles<TileRows<1>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
+      AskFwd(c, s, r0, R, j0, n, 1);
       V acc[R][1];
       if (any) {
         const T* rows[R];
@@ -198,6 +199,7 @@ void ClockBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
     ClockMask(c.a->cell, c.gs, j0, n, s, &m);
     RowTiles<kBwdRows>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
+      AskBwd(c, s, r0, R, j0, n, 1);
       V acc[R][1];
       ClockBackProd<T, R>(c, s + 1, r0, blk, acc);
       for (int r = 0; r < R; ++r) {

@@ -59,6 +59,11 @@ void GruBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
     const T* wp = c.wpb + static_cast<int64_t>(blk) * K * W;
     RowTiles<BwdRows<PG>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
+      const int col = blk * W, len = MinI(PG * W, H - col);
+      AskBwd(c, s, r0, R, col, len, 3);
+      AskRows<T>(c.extra, c.a->pb, s, r0, R, col, len);
+      AskRows<T>(c.hprev, c.a->pb, s, r0, R, col, len);
+      AskRows<T>(c.dnx, c.a->pb, s, r0, R, col, len, 1, 0, true);
       Vec<T> acc[R][PG];
       BackProd<T, PG, R>(c, s + 1, r0, K, wp, acc);
       for (int u = 0; u < PG; ++u) {
@@ -175,6 +180,9 @@ void GruV1BwdGates(BwdCtx<T>& c, int s, int b0, int b1) {
     const T* wp = c.wpb + static_cast<int64_t>(blk) * K * W;
     RowTiles<BwdRows<PG>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
+      const int col = blk * W, len = MinI(PG * W, H - col);
+      AskBwd(c, s, r0, R, col, len, 3);
+      AskRows<T>(c.hprev, c.a->pb, s, r0, R, col, len);
       Vec<T> acc[R][PG];
       BackProd<T, PG, R>(c, s + 1, r0, K, wp, acc);
       for (int u = 0; u < PG; ++u) {

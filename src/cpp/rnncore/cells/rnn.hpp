@@ -48,6 +48,7 @@ void RnnBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
     const T* wp = c.wpb + static_cast<int64_t>(blk) * H * W;
     RowTiles<BwdRows<PG>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
+      AskBwd(c, s, r0, R, blk * W, MinI(PG * W, H - blk * W), 1);
       Vec<T> acc[R][PG];
       BackProd<T, PG, R>(c, s + 1, r0, H, wp, acc);
       for (int u = 0; u < PG; ++u) {

@@ -20,6 +20,7 @@ void SkipFwdStep(FwdCtx<T>& c, int s, int b0, int b1) {
     constexpr int PG = decltype(pg_c)::value;
     RowTiles<TileRows<PG>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
+      AskFwd(c, s, r0, R, blk * W, MinI(W, H - blk * W), PG);
       V acc[R][PG];
       for (int r = 0; r < R; ++r)
         for (int u = 0; u < PG; ++u) acc[r][u] = Zero<T>();
@@ -94,6 +95,7 @@ void SkipBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
     constexpr int PG = decltype(pg_c)::value;
     RowTiles<BwdRows<PG>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
+      AskBwd(c, s, r0, R, blk * W, MinI(PG * W, H - blk * W), 1);
       V acc[R][PG];
       for (int r = 0; r < R; ++r)
         for (int u = 0; u < PG; ++u) acc[r][u] = Zero<T>();
