@@ -42,22 +42,31 @@ void PackFwd(const T* w, int H, int K, int g0, int ng, T* out, int blk0, int blk
   constexpr int W = Vec<T>::kW, KB = 16;
   // KB columns at a time: each source row is read a line at a time (rows K
   // apart, often a power of two, would otherwise fight over a few L1 sets),
-  // and the writes stay within the KB*ng*W outputs of those columns.
+  // and the writes stay within the KB*ng*W outputs of those columns. A full
+  // block's lanes come in one strided load (a gather), the rest one by one.
+  const bool strided = static_cast<int64_t>(W - 1) * K < (int64_t(1) << 31);
   for (int blk = blk0; blk < blk1; ++blk) {
     T* ob = out + static_cast<int64_t>(blk) * K * ng * W;
+    const bool full = strided && (blk + 1) * W <= H;
     for (int k0 = 0; k0 < K; k0 += KB) {
       const int kn = MinI(KB, K - k0);
-      for (int g = 0; g < ng; ++g)
-        for (int l = 0; l < W; ++l) {
-          const int j = blk * W + l;
-          T* o = ob + (static_cast<int64_t>(k0) * ng + g) * W + l;
-          if (j < H) {
-            const T* src = w + (static_cast<int64_t>(g0 + g) * H + j) * K + k0;
-            for (int kk = 0; kk < kn; ++kk) o[static_cast<int64_t>(kk) * ng * W] = src[kk];
-          } else {
-            for (int kk = 0; kk < kn; ++kk) o[static_cast<int64_t>(kk) * ng * W] = T(0);
-          }
+      for (int g = 0; g < ng; ++g) {
+        const T* src0 = w + (static_cast<int64_t>(g0 + g) * H + blk * W) * K + k0;
+        T* o = ob + (static_cast<int64_t>(k0) * ng + g) * W;
+        // ng*W rows are read side by side, more streams than hardware
+        // prefetchers follow: each row asks for its columns 4 steps on.
+        if (k0 + 4 * KB < K)
+          for (int l = 0; l < W && blk * W + l < H; ++l) __builtin_prefetch(src0 + static_cast<int64_t>(l) * K + 4 * KB);
+        if (full) {
+          for (int kk = 0; kk < kn; ++kk) Store(o + static_cast<int64_t>(kk) * ng * W, LoadStrided(src0 + kk, K));
+          continue;
         }
+        for (int l = 0; l < W; ++l) {
+          const T* src = src0 + static_cast<int64_t>(l) * K;
+          const bool live = blk * W + l < H;
+          for (int kk = 0; kk < kn; ++kk) o[static_cast<int64_t>(kk) * ng * W + l] = live ? src[kk] : T(0);
+        }
+      }
     }
   }
 }
@@ -254,6 +263,24 @@ inline void Ask(const T* p, int64_t n, bool write = false) {
 #endif
 }
 
+// Asks L2 for the share [from, to) of `of` of the n elements at p: packed
+// weights that the next block or chunk streams, fetched a share per row
+// tile of the current one. Hardware prefetchers stop at 4 KB pages, and a
+// block's weights (up to 256 KB) come from L3 or memory at the start of
+// every block when they are not asked for.
+template <typename T>
+inline void AskAhead(const T* p, int64_t n, int64_t from, int64_t to, int64_t of) {
+#if defined(__GNUC__)
+  const char* b = reinterpret_cast<const char*>(p);
+  const int64_t bytes = n * static_cast<int64_t>(sizeof(T));
+  for (int64_t o = bytes * from / of / 64 * 64, e = bytes * to / of; o < e; o += 64)
+    __builtin_prefetch(b + o, 0, 2);
+  asm volatile("");  // see Ask
+#else
+  (void)p, (void)n, (void)from, (void)to, (void)of;
+#endif
+}
+
 // Asks for columns [col, col + len) of ng vectors gstride apart, in rows
 // [r0, r0 + R) at step s of a tape: the rows a tile's lanes read or write
 // after its product. The tapes were written long before (the projected
@@ -357,6 +384,8 @@ inline void RecAcc(const FwdCtx<T>& c, int s, const T* const* rows, const T* wp,
         acc[r][g] = LoadN(c.rec + static_cast<int64_t>(r0 + r) * c.GH + static_cast<int64_t>(g) * c.H + j0, n);
   } else {
     AskFwd(c, s, r0, R, j0, n, G);
+    const int64_t wn = static_cast<int64_t>(c.H) * G * Vec<T>::kW;  // this unit's packed weights
+    // AskAhead(wp + wn, wn, r0, r0 + R, c.B);
     Prod<T, G, R>(rows, c.H, wp, acc);
   }
 }
@@ -494,8 +523,11 @@ void InputProj(const FwdCtx<T>& c, const T* pih, int I, int64_t N, int b0, int b
     constexpr int PG = decltype(pg_c)::value;
     const int j0 = blk * W, n = MinI(W, H - j0), stride = G == 1 ? W : H;
     const T* wp = pih + static_cast<int64_t>(blk) * I * G * W;
+    const int64_t cn = static_cast<int64_t>(kn) * PG * W;  // this chunk's packed weights
+    const T* wc = wp + static_cast<int64_t>(k0) * PG * W;
     RowTiles<TileRows<PG>()>(static_cast<int>(rows_here), [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
+      AskAhead(wc + cn, cn, r0, r0 + R, rows_here);  // the next chunk's, stored after it
       const T* rows[R];
       T* outs[R];
       for (int r = 0; r < R; ++r) {

@@ -41,6 +41,13 @@ inline Vec<float> LoadN(const float* p, int n) {
 inline Vec<double> LoadN(const double* p, int n) {
   return {n == 4 ? _mm256_loadu_pd(p) : _mm256_maskload_pd(p, MaskN64(n))};
 }
+// Lane l from p[l * stride] (weight packing; (kW - 1) * stride < 2^31).
+inline Vec<float> LoadStrided(const float* p, int stride) {
+  return {_mm256_i32gather_ps(p, _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride)), 4)};
+}
+inline Vec<double> LoadStrided(const double* p, int stride) {
+  return {_mm256_i32gather_pd(p, _mm_mullo_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32(stride)), 8)};
+}
 inline void Store(float* p, Vec<float> a) { _mm256_storeu_ps(p, a.v); }
 inline void Store(double* p, Vec<double> a) { _mm256_storeu_pd(p, a.v); }
 inline void StoreN(float* p, Vec<float> a, int n) {

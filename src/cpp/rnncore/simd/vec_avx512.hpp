@@ -30,6 +30,14 @@ inline Vec<float> Load(const float* p) { return {_mm512_loadu_ps(p)}; }
 inline Vec<double> Load(const double* p) { return {_mm512_loadu_pd(p)}; }
 inline Vec<float> LoadN(const float* p, int n) { return {_mm512_maskz_loadu_ps(MaskN16(n), p)}; }
 inline Vec<double> LoadN(const double* p, int n) { return {_mm512_maskz_loadu_pd(MaskN8(n), p)}; }
+// Lane l from p[l * stride] (weight packing; (kW - 1) * stride < 2^31).
+inline Vec<float> LoadStrided(const float* p, int stride) {
+  const __m512i l = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  return {_mm512_i32gather_ps(_mm512_mullo_epi32(l, _mm512_set1_epi32(stride)), p, 4)};
+}
+inline Vec<double> LoadStrided(const double* p, int stride) {
+  return {_mm512_i32gather_pd(_mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride)), p, 8)};
+}
 inline void Store(float* p, Vec<float> a) { _mm512_storeu_ps(p, a.v); }
 inline void Store(double* p, Vec<double> a) { _mm512_storeu_pd(p, a.v); }
 inline void StoreN(float* p, Vec<float> a, int n) { _mm512_mask_storeu_ps(p, MaskN16(n), a.v); }

@@ -15,6 +15,8 @@ template <typename T> inline Vec<T> Zero() { return {T(0)}; }
 template <typename T> inline Vec<T> Set1(T a) { return {a}; }
 template <typename T> inline Vec<T> Load(const T* p) { return {*p}; }
 template <typename T> inline Vec<T> LoadN(const T* p, int) { return {*p}; }
+// Lane l from p[l * stride] (weight packing; (kW - 1) * stride < 2^31).
+template <typename T> inline Vec<T> LoadStrided(const T* p, int) { return {*p}; }
 template <typename T> inline void Store(T* p, Vec<T> a) { *p = a.v; }
 template <typename T> inline void StoreN(T* p, Vec<T> a, int) { *p = a.v; }
 template <typename T> inline Vec<T> operator+(Vec<T> a, Vec<T> b) { return {a.v + b.v}; }
