@@ -42,12 +42,13 @@ void PackFwd(const T* w, int H, int K, int g0, int ng, T* out, int blk0, int blk
   constexpr int W = Vec<T>::kW, KB = 16;
   // KB columns at a time: each source row is read a line at a time (rows K
   // apart, often a power of two, would otherwise fight over a few L1 sets),
-  // and the writes stay within the KB*ng*W outputs of those columns. A full
-  // block's lanes come in one strided load (a gather), the rest one by one.
-  const bool strided = static_cast<int64_t>(W - 1) * K < (int64_t(1) << 31);
+  // and the writes stay within the KB*ng*W outputs of those columns. Long
+  // rows (from memory, not cache) come a full block's lanes in one strided
+  // load (a gather) with prefetch ahead; short ones one by one, as faster.
+  const bool big = K >= 256 && static_cast<int64_t>(W - 1) * K < (int64_t(1) << 31);
   for (int blk = blk0; blk < blk1; ++blk) {
     T* ob = out + static_cast<int64_t>(blk) * K * ng * W;
-    const bool full = strided && (blk + 1) * W <= H;
+    const bool full = big && (blk + 1) * W <= H;
     for (int k0 = 0; k0 < K; k0 += KB) {
       const int kn = MinI(KB, K - k0);
       for (int g = 0; g < ng; ++g) {
@@ -55,16 +56,19 @@ void PackFwd(const T* w, int H, int K, int g0, int ng, T* out, int blk0, int blk
         T* o = ob + (static_cast<int64_t>(k0) * ng + g) * W;
         // ng*W rows are read side by side, more streams than hardware
         // prefetchers follow: each row asks for its columns 4 steps on.
-        if (k0 + 4 * KB < K)
+        if (big && k0 + 4 * KB < K)
           for (int l = 0; l < W && blk * W + l < H; ++l) __builtin_prefetch(src0 + static_cast<int64_t>(l) * K + 4 * KB);
         if (full) {
           for (int kk = 0; kk < kn; ++kk) Store(o + static_cast<int64_t>(kk) * ng * W, LoadStrided(src0 + kk, K));
           continue;
         }
         for (int l = 0; l < W; ++l) {
-          const T* src = src0 + static_cast<int64_t>(l) * K;
-          const bool live = blk * W + l < H;
-          for (int kk = 0; kk < kn; ++kk) o[static_cast<int64_t>(kk) * ng * W + l] = live ? src[kk] : T(0);
+          if (blk * W + l < H) {
+            const T* src = src0 + static_cast<int64_t>(l) * K;
+            for (int kk = 0; kk < kn; ++kk) o[static_cast<int64_t>(kk) * ng * W + l] = src[kk];
+          } else {
+            for (int kk = 0; kk < kn; ++kk) o[static_cast<int64_t>(kk) * ng * W + l] = T(0);
+          }
         }
       }
     }
@@ -263,6 +267,13 @@ inline void Ask(const T* p, int64_t n, bool write = false) {
 #endif
 }
 
+// Whether a call's tapes (n elements of gate rows) outgrow L2, so that the
+// rows a step uses must be asked for ahead (AskRows); smaller ones stay
+// cached, and asking would only cost instructions (clockwork at
+// (200,16,64,64) ran 10% slower with it).
+template <typename T>
+inline bool AskTapes(int64_t n) { return n * static_cast<int64_t>(sizeof(T)) > (int64_t(1) << 20); }
+
 // Asks L2 for the share [from, to) of `of` of the n elements at p: packed
 // weights that the next block or chunk streams, fetched a share per row
 // tile of the current one. Hardware prefetchers stop at 4 KB pages, and a
@@ -354,6 +365,7 @@ struct FwdCtx {
   int gs;                  // clockwork: units per group
   bool direct;             // short call: no repack, W_hh read row by row
   bool paired;             // one-gate cell: W_hh packed in block pairs (PackPairs)
+  bool ask;                // tapes past L2: prefetch rows (AskFwd, InputProj's AskAhead)
   T* rec;                  // direct: [B, GH] recurrent pre-activations of the step
 };
 
@@ -362,7 +374,7 @@ struct FwdCtx {
 // a block pair's two blocks side by side), then the rows the lanes store, y
 // and, when training, the tapes.
 template <typename T>
-inline void AskFwd(const FwdCtx<T>& c, int s, int r0, int R, int j0, int n, int G) {
+[[gnu::noinline]] void AskFwdRows(const FwdCtx<T>& c, int s, int r0, int R, int j0, int n, int G) {
   const Problem& pb = c.a->pb;
   const int len = c.paired ? (G - 1) * Vec<T>::kW + n : n;
   if (c.paired) AskRows<T>(c.gates, pb, s, r0, R, j0, len);
@@ -371,6 +383,10 @@ inline void AskFwd(const FwdCtx<T>& c, int s, int r0, int R, int j0, int n, int 
   AskRows<T>(c.hprev, pb, s, r0, R, j0, len, 1, 0, true);
   AskRows<T>(c.c, pb, s, r0, R, j0, len, 1, 0, true);
   AskRows<T>(c.extra, pb, s, r0, R, j0, len, 1, 0, true);
+}
+template <typename T>
+inline void AskFwd(const FwdCtx<T>& c, int s, int r0, int R, int j0, int n, int G) {
+  if (c.ask) AskFwdRows(c, s, r0, R, j0, n, G);  // small calls pay one branch
 }
 
 // The recurrent part of a forward step for R rows (from r0) and G gates of the
@@ -400,6 +416,7 @@ struct BwdCtx {
   Seq<T> dnx;              // gru reset_after: [N, H] dn_pre feeding W_ih
   const T* wpb;            // packed W_hh for dh_{t-1}
   bool paired;             // wpb (and wpb2) packed in block pairs (PackBwdPairs)
+  bool ask;                // tapes past L2: prefetch rows (AskBwd)
   const T* wpb2;           // gru v1: packed W_hn for d(r*h)
   const T* zero;           // [GH] zeros: the product row of a finished batch row
   T* dh;                   // [B, H] carried dh not yet through W_hh
@@ -414,11 +431,15 @@ struct BwdCtx {
 // product (see AskRows): dy, and ng gate vectors of the tape and of dg
 // (columns [col, col + len) of each).
 template <typename T>
-inline void AskBwd(const BwdCtx<T>& c, int s, int r0, int R, int64_t col, int len, int ng) {
+[[gnu::noinline]] void AskBwdRows(const BwdCtx<T>& c, int s, int r0, int R, int64_t col, int len, int ng) {
   const Problem& pb = c.a->pb;
   AskRows<T>(c.a->dy, pb, s, r0, R, col, len);
   AskRows<T>(c.gates, pb, s, r0, R, col, len, ng, c.H);
   AskRows<T>(c.dg, pb, s, r0, R, col, len, ng, c.H, true);
+}
+template <typename T>
+inline void AskBwd(const BwdCtx<T>& c, int s, int r0, int R, int64_t col, int len, int ng) {
+  if (c.ask) AskBwdRows(c, s, r0, R, col, len, ng);
 }
 
 // Diagnostics: keep the total dL/dh_t of a step when asked to.
@@ -527,7 +548,7 @@ void InputProj(const FwdCtx<T>& c, const T* pih, int I, int64_t N, int b0, int b
     const T* wc = wp + static_cast<int64_t>(k0) * PG * W;
     RowTiles<TileRows<PG>()>(static_cast<int>(rows_here), [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
-      AskAhead(wc + cn, cn, r0, r0 + R, rows_here);  // the next chunk's, stored after it
+      if (c.ask) AskAhead(wc + cn, cn, r0, r0 + R, rows_here);  // the next chunk's, stored after it
       const T* rows[R];
       T* outs[R];
       for (int r = 0; r < R; ++r) {
@@ -630,6 +651,7 @@ void Forward(const FwdArgs<T>& a) {
   c.GH = GH;
   c.nblk = nblk;
   c.gates = TapeSeq<T>(train ? a.tape.gates : scratch, GH, a.x);
+  c.ask = AskTapes<T>(N * GH);
   c.hprev = TapeSeq<T>(a.tape.hprev, H, a.x);
   c.hprev_stride = N * H;
   c.c = TapeSeq<T>(a.tape.c, H, a.x);
@@ -904,6 +926,7 @@ void Backward(const BwdArgs<T>& a) {
   c.nblk = nblk;
   if (clock) c.gs = H / a.cell.n_periods;
   c.gates = TapeSeq<const T>(a.tape.gates, GH, a.x);
+  c.ask = AskTapes<T>(N * GH);
   c.hprev = TapeSeq<const T>(a.tape.hprev, H, a.x);
   c.c = TapeSeq<const T>(a.tape.c, H, a.x);
   c.extra = TapeSeq<const T>(a.tape.extra, H, a.x);

@@ -61,9 +61,9 @@ void GruBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
       constexpr int R = decltype(nr_c)::value;
       const int col = blk * W, len = MinI(PG * W, H - col);
       AskBwd(c, s, r0, R, col, len, 3);
-      AskRows<T>(c.extra, c.a->pb, s, r0, R, col, len);
-      AskRows<T>(c.hprev, c.a->pb, s, r0, R, col, len);
-      AskRows<T>(c.dnx, c.a->pb, s, r0, R, col, len, 1, 0, true);
+      if (c.ask) AskRows<T>(c.extra, c.a->pb, s, r0, R, col, len);
+      if (c.ask) AskRows<T>(c.hprev, c.a->pb, s, r0, R, col, len);
+      if (c.ask) AskRows<T>(c.dnx, c.a->pb, s, r0, R, col, len, 1, 0, true);
       Vec<T> acc[R][PG];
       BackProd<T, PG, R>(c, s + 1, r0, K, wp, acc);
       for (int u = 0; u < PG; ++u) {
@@ -182,7 +182,7 @@ void GruV1BwdGates(BwdCtx<T>& c, int s, int b0, int b1) {
       constexpr int R = decltype(nr_c)::value;
       const int col = blk * W, len = MinI(PG * W, H - col);
       AskBwd(c, s, r0, R, col, len, 3);
-      AskRows<T>(c.hprev, c.a->pb, s, r0, R, col, len);
+      if (c.ask) AskRows<T>(c.hprev, c.a->pb, s, r0, R, col, len);
       Vec<T> acc[R][PG];
       BackProd<T, PG, R>(c, s + 1, r0, K, wp, acc);
       for (int u = 0; u < PG; ++u) {

@@ -60,7 +60,7 @@ void LeakyBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
       constexpr int R = decltype(nr_c)::value;
       const int col = blk * W, len = MinI(PG * W, H - col);
       AskBwd(c, s, r0, R, col, len, 1);
-      AskRows<T>(c.hprev, c.a->pb, s, r0, R, col, len);
+      if (c.ask) AskRows<T>(c.hprev, c.a->pb, s, r0, R, col, len);
       Vec<T> acc[R][PG];
       BackProd<T, PG, R>(c, s + 1, r0, H, wp, acc);
       for (int u = 0; u < PG; ++u) {

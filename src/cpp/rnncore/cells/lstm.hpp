@@ -114,8 +114,8 @@ void LstmBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
       constexpr int R = decltype(nr_c)::value;
       const int col = blk * W, len = MinI(PG * W, H - col);
       AskBwd(c, s, r0, R, col, len, 4);
-      AskRows<T>(c.c, c.a->pb, s, r0, R, col, len);
-      AskRows<T>(c.c, c.a->pb, s - 1, r0, R, col, len);  // c_{t-1}
+      if (c.ask) AskRows<T>(c.c, c.a->pb, s, r0, R, col, len);
+      if (c.ask) AskRows<T>(c.c, c.a->pb, s - 1, r0, R, col, len);  // c_{t-1}
       Vec<T> acc[R][PG];
       BackProd<T, PG, R>(c, s + 1, r0, K, wp, acc);
       for (int u = 0; u < PG; ++u) {
