@@ -214,3 +214,32 @@ def test_skip_state_shape_error_names_history():
     layer = rc.SkipRNN(3, 4, delays=(1, 3))
     with pytest.raises(ValueError, match=r"state must be 4-D \(L\*D, max_delay, B, H\) = \(1, 3, 4, 4\), got \(1, 4, 4\)"):
         layer(X.astype(np.float32), np.zeros((1, 4, 4), np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("B", [1, 2, 3])
+def test_skip_batched_delay_products_match_the_reference(B, dtype):
+    # Small batches take a delay's products d steps at a time (one tile of
+    # d*B rows at every multiple of d); larger d*B do not. Delays (1, 3, 5,
+    # 8) with B = 1..3 mix both, T = 13 is no multiple of any delay, and
+    # lengths, the reverse direction, an initial history, every ISA and a
+    # team of two are all on the batched path.
+    import _reference as ref
+    from _helpers import assert_close, isa, threads
+    delays, I, H, T = (1, 3, 5, 8), 3, 40, 13
+    layer = rc.SkipRNN(I, H, delays=delays, bidirectional=True, dtype=dtype)
+    params = ref.random_params("skip", I, H, bidirectional=True, rng=2, delays=delays)
+    for k, v in params.items():
+        layer.params[k][...] = v
+    rng = np.random.default_rng(3)
+    x = rng.uniform(-1, 1, (T, B, I))
+    hist = rng.uniform(-1, 1, (2, 8, B, H))
+    lengths = [T, 7, 10][:B]
+    want_y, want_h, _ = ref.forward("skip", params, x, hist, lengths, hidden_size=H, num_layers=1,
+                                 bidirectional=True, delays=delays)
+    for name in rc.available_isas():
+        for n in (1, 2):
+            with isa(name), threads(n):
+                y, h = layer(x.astype(dtype), hist.astype(dtype), lengths=lengths)
+            assert_close(y, want_y, dtype, f"y {name} {n} threads")
+            assert_close(h, want_h, dtype, f"history {name} {n} threads")

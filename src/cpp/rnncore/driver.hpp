@@ -361,6 +361,7 @@ struct FwdCtx {
   int nblk;                // unit blocks
   T* ring;                 // skip: ring_slots x [B, H] past states
   int ring_slots;
+  T* pend;                 // skip: the batched delays' products, d x [B, H] each (SkipBatched)
   int64_t hprev_stride;    // skip: elements between the delays' hprev tapes
   int gs;                  // clockwork: units per group
   bool direct;             // short call: no repack, W_hh read row by row
@@ -638,7 +639,7 @@ void Forward(const FwdArgs<T>& a) {
   // direct call takes it from its thread's kept region (no malloc a step).
   const int64_t n_gates = train ? 0 : Round64<T>(N * GH), n_bias = Round64<T>(2 * GH);
   const int64_t n_rec = direct ? Round64<T>(B * GH) : 0, n_state = skip ? 0 : Round64<T>(3 * BH);
-  Buffer<T> scratch_own, pack, pack2, state, rh;
+  Buffer<T> scratch_own, pack, pack2, state, rh, pend;
   T* scratch = direct ? DirectScratch<T>(n_gates + n_bias + n_rec + n_state, &scratch_own)
                       : scratch_own.Alloc(n_gates + n_bias + n_rec + n_state);
   FwdCtx<T> c{};
@@ -724,6 +725,10 @@ void Forward(const FwdArgs<T>& a) {
   if (skip) {
     c.ring_slots = maxd + 1;
     c.ring = state.Alloc(c.ring_slots * BH, true);
+    int64_t n_pend = 0;
+    for (int q = 0; q < a.cell.n_delays; ++q)
+      if (SkipBatched(a.cell.delays[q], B)) n_pend += a.cell.delays[q] * BH;
+    c.pend = n_pend ? pend.Alloc(n_pend) : nullptr;
     if (a.h0)
       for (int i = 0; i < maxd; ++i)
         std::memcpy(RingSlot(c.ring, c.ring_slots, BH, i - maxd), a.h0 + i * BH, sizeof(T) * BH);

@@ -7,6 +7,14 @@ inline T* RingSlot(T* ring, int slots, int64_t BH, int s) {
   return ring + static_cast<int64_t>(((s % slots) + slots) % slots) * BH;
 }
 
+// Whether the forward takes delay d's products d steps at a time: at every
+// step s with s % d == 0 one tile of d*B rows makes W_d h_{s-d+i} for the
+// steps s+i, i < d (all those states are known at step s), so that W_d is
+// read once per d steps rather than at every step. Small batches only,
+// whose steps are bound by reading the weights (batch 1 read two matrices
+// a step); a larger batch reuses W_d across its rows already.
+inline bool SkipBatched(int d, int B) { return d >= 2 && static_cast<int64_t>(d) * B <= TileRows<2>(); }
+
 template <typename T>
 void SkipFwdStep(FwdCtx<T>& c, int s, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
@@ -18,13 +26,47 @@ void SkipFwdStep(FwdCtx<T>& c, int s, int b0, int b1) {
   T* cur = RingSlot(c.ring, c.ring_slots, BH, s);
   ForUnits<T>(c.paired, H, b0, b1, [&](int blk, auto pg_c) {  // a block or a pair
     constexpr int PG = decltype(pg_c)::value;
+    if (c.pend) {  // the batched delays' products for this and the next d-1 steps
+      T* pq = c.pend;
+      for (int q = 0; q < nd; ++q) {
+        const int d = delays[q];
+        if (!SkipBatched(d, c.B)) continue;
+        if (s % d == 0)
+          RowTiles<TileRows<PG>()>(d * c.B, [&](int i0, auto ni_c) {  // one tile
+            constexpr int RI = decltype(ni_c)::value;
+            const T* rows[RI];
+            for (int i = 0; i < RI; ++i)  // row i0+i: state h_{s-d+(i0+i)/B} of batch row (i0+i)%B
+              rows[i] = RingSlot(c.ring, c.ring_slots, BH, s - d + (i0 + i) / c.B) +
+                        static_cast<int64_t>((i0 + i) % c.B) * H;
+            V out[RI][PG];
+            Prod<T, PG, RI>(rows, H, c.wp + q * pstride + static_cast<int64_t>(blk) * H * W, out);
+            for (int i = 0; i < RI; ++i)
+              for (int u = 0; u < PG; ++u) {
+                const int j0 = (blk + u) * W;
+                StoreN(pq + static_cast<int64_t>(i0 + i) * H + j0, out[i][u], MinI(W, H - j0));
+              }
+          });
+        pq += d * BH;
+      }
+    }
     RowTiles<TileRows<PG>()>(c.B, [&](int r0, auto nr_c) {
       constexpr int R = decltype(nr_c)::value;
       AskFwd(c, s, r0, R, blk * W, MinI(W, H - blk * W), PG);
       V acc[R][PG];
       for (int r = 0; r < R; ++r)
         for (int u = 0; u < PG; ++u) acc[r][u] = Zero<T>();
+      const T* pq = c.pend;
       for (int q = 0; q < nd; ++q) {
+        if (pq && SkipBatched(delays[q], c.B)) {  // made at the last multiple of d
+          const T* src = pq + static_cast<int64_t>(s % delays[q]) * BH;
+          for (int r = 0; r < R; ++r)
+            for (int u = 0; u < PG; ++u) {
+              const int j0 = (blk + u) * W;
+              acc[r][u] = acc[r][u] + LoadN(src + static_cast<int64_t>(r0 + r) * H + j0, MinI(W, H - j0));
+            }
+          pq += delays[q] * BH;
+          continue;
+        }
         const T* past = RingSlot(c.ring, c.ring_slots, BH, s - delays[q]);
         const T* rows[R];
         for (int r = 0; r < R; ++r) rows[r] = past + static_cast<int64_t>(r0 + r) * H;
