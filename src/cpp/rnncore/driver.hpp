@@ -693,9 +693,9 @@ void Forward(const FwdArgs<T>& a) {
     c.wp = pack.Alloc(G * pblock);
   }
   const bool clock_proj = kind == CellKind::kClockwork && !pb.reverse;  // ClockInputProj, by block
-  auto pack_own = [&](int b0, int b1) {
-    if (c.paired) PackPairs(a.w.w_ih, H, I, packih.get(), b0, b1);
-    else PackFwd(a.w.w_ih, H, I, 0, G, packih.get(), b0, b1);
+  auto pack_own = [&](int b0, int b1, int i0, int i1) {  // W_hh's blocks [b0, b1), W_ih's [i0, i1)
+    if (c.paired) PackPairs(a.w.w_ih, H, I, packih.get(), i0, i1);
+    else PackFwd(a.w.w_ih, H, I, 0, G, packih.get(), i0, i1);
     if (gru_v1) {
       PackFwd(a.w.w_hh, H, H, 0, 2, pack.get(), b0, b1);
       PackFwd(a.w.w_hh, H, H, 2, 1, pack2.get(), b0, b1);
@@ -746,10 +746,22 @@ void Forward(const FwdArgs<T>& a) {
   RunTeam(nt, [&](int tid, int nteam) {
     int b0, b1;
     if (c.paired) OwnPairs(nblk, tid, nteam, &b0, &b1);
-    else if (kind == CellKind::kClockwork) ClockOwnBlocks(a.cell, H, I, c.gs, W, nblk, true, tid, nteam, &b0, &b1);
+    else if (kind == CellKind::kClockwork) ClockOwnBlocks(a.cell, H, I, c.gs, W, nblk, ClockPart::kSteps, tid, nteam, &b0, &b1);
     else OwnBlocks(nblk, tid, nteam, &b0, &b1);
-    if (!c.direct) {
-      pack_own(b0, b1);
+    if (!c.direct && kind == CellKind::kClockwork && nteam > 1) {
+      // Clockwork's packing (the same for every block), input projection and
+      // steps differ in how their work spreads over the blocks: each is
+      // split by its own, with barriers between (ClockOwnBlocks).
+      int p0, p1, i0, i1;
+      OwnBlocks(nblk, tid, nteam, &p0, &p1);
+      pack_own(p0, p1, p0, p1);
+      Barrier(nteam);
+      ClockOwnBlocks(a.cell, H, I, c.gs, W, nblk, ClockPart::kInputs, tid, nteam, &i0, &i1);
+      if (clock_proj) ClockInputProj(c, packih.get(), I, i0, i1);
+      else InputProj<T, 1>(c, packih.get(), I, N, i0, i1);
+      Barrier(nteam);
+    } else if (!c.direct) {
+      pack_own(b0, b1, b0, b1);
       switch (G) {
         case 4: InputProj<T, 4>(c, packih.get(), I, N, b0, b1); break;
         case 3: InputProj<T, 3>(c, packih.get(), I, N, b0, b1); break;
@@ -979,7 +991,7 @@ void Backward(const BwdArgs<T>& a) {
   RunTeam(nt, [&](int tid, int nteam) {
     int b0, b1;
     if (c.paired) OwnPairs(nblk, tid, nteam, &b0, &b1);
-    else ClockOwnBlocks(a.cell, H, I, c.gs, W, nblk, false, tid, nteam, &b0, &b1);  // clockwork
+    else ClockOwnBlocks(a.cell, H, I, c.gs, W, nblk, ClockPart::kBackward, tid, nteam, &b0, &b1);  // clockwork
     pack_own(b0, b1);  // read by this thread only (its unit blocks)
     for (int s = Tn - 1; s >= 0; --s) {
       switch (kind) {

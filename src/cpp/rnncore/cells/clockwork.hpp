@@ -6,34 +6,45 @@ inline bool ClockActive(const CellSpec& cell, int group, int s) {
   return (cell.step0 + s) % cell.periods[group] == 0;
 }
 
-// Work of the unit block blk per step, on average over the clock: forward,
-// its product over the groups it reads (from its own on) and its input row
-// when its group updates; backward, the rows of the groups that read it.
-// Plus the pass every step makes over the block.
-inline double ClockBlockCost(const CellSpec& cell, int H, int I, int gs, int W, int blk, bool fwd) {
+// What a split of the unit blocks over a team balances (ClockOwnBlocks).
+enum class ClockPart { kSteps, kInputs, kBackward };
+
+// Work of the unit block blk, on average over the clock: a forward step
+// makes its product over the groups it reads (from its own on) when its
+// group updates, plus the pass every step makes over the block; the input
+// projection, its input rows of the steps where it updates; a backward step,
+// the rows of the groups that read it, plus the pass.
+inline double ClockBlockCost(const CellSpec& cell, int H, int I, int gs, int W, int blk, ClockPart part) {
   const int grp = MinI(blk * W, H - 1) / gs;
-  double cost = 2.0 * W;
-  if (fwd) {
-    cost += static_cast<double>(H - grp * gs + I) * W / cell.periods[grp];
-  } else {
-    for (int j = 0; j <= grp; ++j) cost += static_cast<double>(gs) * W / cell.periods[j];
+  switch (part) {
+    case ClockPart::kSteps:
+      return 2.0 * W + static_cast<double>(H - grp * gs) * W / cell.periods[grp];
+    case ClockPart::kInputs:
+      return static_cast<double>(I) * W / cell.periods[grp];
+    case ClockPart::kBackward:
+      break;
   }
+  double cost = 2.0 * W;
+  for (int j = 0; j <= grp; ++j) cost += static_cast<double>(gs) * W / cell.periods[j];
   return cost;
 }
 
 // Clockwork's unit blocks differ in work by far (fast groups update every
 // step and read more groups): thread tid gets a contiguous range of about
-// equal total ClockBlockCost.
-inline void ClockOwnBlocks(const CellSpec& cell, int H, int I, int gs, int W, int nblk, bool fwd,
+// equal total ClockBlockCost. The forward splits its steps and its input
+// projection each by their own cost, with a barrier between them: one split
+// for both left the threads' steps unequal, and with a barrier every step
+// the slower thread sets the pace.
+inline void ClockOwnBlocks(const CellSpec& cell, int H, int I, int gs, int W, int nblk, ClockPart part,
                            int tid, int nt, int* b0, int* b1) {
   double total = 0;
-  for (int blk = 0; blk < nblk; ++blk) total += ClockBlockCost(cell, H, I, gs, W, blk, fwd);
+  for (int blk = 0; blk < nblk; ++blk) total += ClockBlockCost(cell, H, I, gs, W, blk, part);
   const double lo = total * tid / nt, hi = total * (tid + 1) / nt;
   double acc = 0;
   *b0 = nblk;
   *b1 = nblk;
   for (int blk = 0; blk < nblk; ++blk) {  // a block goes to the thread its middle falls in
-    const double cost = ClockBlockCost(cell, H, I, gs, W, blk, fwd);
+    const double cost = ClockBlockCost(cell, H, I, gs, W, blk, part);
     const double mid = acc + cost / 2;
     if (mid >= lo && *b0 == nblk) *b0 = blk;
     if (mid >= hi) {
