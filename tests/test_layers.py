@@ -122,11 +122,15 @@ def test_one_and_two_threads_agree(cell_id):
 def test_large_products_match_reference(cell_id, n_threads):
     """Sizes where the weight-gradient and dx products run on rnncore's own
     tiles over several K chunks, row panels and a team of two (about 10^7
-    multiply-adds each), and the input projection over several row panels."""
+    multiply-adds each), and the input projection over several row panels
+    and K chunks."""
     with threads(n_threads):
         _check(_run_both(cell_id, 25, 96, 64, 72, 1, False, True, True, np.float32, seed=8,
                          weight_scale=0.3), np.float32)
         _check(_run_both(cell_id, 9, 40, 200, 52, 1, False, False, False, np.float64, seed=9), np.float64)
+        # the input projection over several K chunks (of 256 KB of packed weights)
+        _check(_run_both(cell_id, 3, 5, 4200, 20, 1, False, True, True, np.float64, seed=10,
+                         weight_scale=0.05), np.float64)
 
 
 @pytest.mark.parametrize("cell_id", CELL_IDS)
