@@ -865,11 +865,13 @@ template <typename T>
 void OwnGemm(bool ta, int m, int n, int k, const T* a, int lda, const T* b, int ldb, T beta, T* c,
              int ldc, int threads) {
   constexpr int W = Vec<T>::kW;
-  // 16 KB of packed B per pair's chunk, kept in L1: this loop takes B from
-  // its own packed copy, and larger chunks measured slower here (an LSTM
-  // training step at (50,64,512,512) 213 -> 260 ms with InputProj's 256 KB).
-  constexpr int KC = static_cast<int>(16384 / sizeof(T)) / (2 * W) / 8 * 8 < 8
-                         ? 8 : static_cast<int>(16384 / sizeof(T)) / (2 * W) / 8 * 8;
+  // 64 KB of packed B per pair's chunk. Chunks of 16 KB add each chunk's
+  // sums into C in memory too often (dx at (25,16,1024,1024) has K = 4096),
+  // chunks of 256 KB, InputProj's, were slower at (50,64,512,512). LSTM
+  // training steps, one thread: (25,16,1024,1024) 139.8 ms with 16 KB,
+  // 115.5 with 64 KB; (50,64,512,512) 198.8 and 192.0; 260 with 256 KB.
+  constexpr int KC = static_cast<int>(65536 / sizeof(T)) / (2 * W) / 8 * 8 < 8
+                         ? 8 : static_cast<int>(65536 / sizeof(T)) / (2 * W) / 8 * 8;
   const int nblk = (n + W - 1) / W;
   const bool add_first = beta != T(0);
   const int64_t fmas = static_cast<int64_t>(m) * n * k;
