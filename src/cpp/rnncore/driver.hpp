@@ -274,11 +274,10 @@ inline void Ask(const T* p, int64_t n, bool write = false) {
 template <typename T>
 inline bool AskTapes(int64_t n) { return n * static_cast<int64_t>(sizeof(T)) > (int64_t(1) << 20); }
 
-// Asks L2 for the share [from, to) of `of` of the n elements at p: packed
-// weights that the next block or chunk streams, fetched a share per row
-// tile of the current one. Hardware prefetchers stop at 4 KB pages, and a
-// block's weights (up to 256 KB) come from L3 or memory at the start of
-// every block when they are not asked for.
+// Asks L2 for the share [from, to) of `of` of the n elements at p: the
+// input projection's next K chunk of packed weights, a share per row tile
+// of the current chunk. Hardware prefetchers stop at 4 KB pages, and a
+// chunk (up to 256 KB) otherwise starts with misses to L3 or memory.
 template <typename T>
 inline void AskAhead(const T* p, int64_t n, int64_t from, int64_t to, int64_t of) {
 #if defined(__GNUC__)
