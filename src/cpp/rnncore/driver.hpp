@@ -400,8 +400,6 @@ inline void RecAcc(const FwdCtx<T>& c, int s, const T* const* rows, const T* wp,
         acc[r][g] = LoadN(c.rec + static_cast<int64_t>(r0 + r) * c.GH + static_cast<int64_t>(g) * c.H + j0, n);
   } else {
     AskFwd(c, s, r0, R, j0, n, G);
-    const int64_t wn = static_cast<int64_t>(c.H) * G * Vec<T>::kW;  // this unit's packed weights
-    // AskAhead(wp + wn, wn, r0, r0 + R, c.B);
     Prod<T, G, R>(rows, c.H, wp, acc);
   }
 }
