@@ -12,6 +12,7 @@
 #include "rnncore/api.hpp"
 #include "rnncore/gemm.hpp"
 #include "rnncore/threading.hpp"
+#include "rnncore/simd/tanh_rational.hpp"
 
 namespace rnncore {
 namespace RNNCORE_ISA_NS {

@@ -1,6 +1,7 @@
 // AVX2 + FMA vectors: 8 floats or 4 doubles, with exp/tanh/sigmoid written
-// from the Cephes approximations. Included inside an ISA namespace; this header
-// is only ever compiled in a translation unit built with -mavx2 -mfma.
+// from the Cephes approximations, except the float tanh (tanh_rational.hpp).
+// Included inside an ISA namespace; this header is only ever compiled in a
+// translation unit built with -mavx2 -mfma.
 #pragma once
 #include <immintrin.h>
 #include <cstdint>
@@ -131,23 +132,18 @@ inline Vec<double> Exp(Vec<double> a) {
   return {_mm256_mul_pd(r, _mm256_castsi256_pd(e))};
 }
 
-// tanh: odd polynomial below 0.625 (no cancellation), else 1 - 2/(exp(2|x|)+1).
+// tanh: the rational form of tanh_rational.hpp, clamped to [-1, 1].
 inline Vec<float> Tanh(Vec<float> a) {
-  const __m256 sign = _mm256_set1_ps(-0.f);
-  __m256 ax = _mm256_andnot_ps(sign, a.v);
-  __m256 z = _mm256_mul_ps(a.v, a.v);
-  __m256 p = _mm256_set1_ps(-5.70498872745E-3f);
-  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(2.06390887954E-2f));
-  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-5.37397155531E-2f));
-  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.33314422036E-1f));
-  p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-3.33332819422E-1f));
-  __m256 small = _mm256_fmadd_ps(_mm256_mul_ps(p, z), a.v, a.v);
-  __m256 e = Exp(Vec<float>{_mm256_add_ps(ax, ax)}).v;
-  __m256 big = _mm256_fnmadd_ps(_mm256_set1_ps(2.f), RecipPos(_mm256_add_ps(e, _mm256_set1_ps(1.f))),
-                                _mm256_set1_ps(1.f));
-  big = _mm256_or_ps(big, _mm256_and_ps(sign, a.v));
-  __m256 is_small = _mm256_cmp_ps(ax, _mm256_set1_ps(0.625f), _CMP_LT_OQ);
-  return {_mm256_blendv_ps(big, small, is_small)};
+  using R = TanhRational;
+  const __m256 x = _mm256_max_ps(_mm256_set1_ps(-R::kClamp), _mm256_min_ps(_mm256_set1_ps(R::kClamp), a.v));
+  const __m256 u = _mm256_mul_ps(x, x);
+  __m256 p = _mm256_set1_ps(R::kP[6]);
+  for (int i = 5; i >= 0; --i) p = _mm256_fmadd_ps(p, u, _mm256_set1_ps(R::kP[i]));
+  __m256 q = _mm256_set1_ps(R::kQ[3]);
+  for (int i = 2; i >= 0; --i) q = _mm256_fmadd_ps(q, u, _mm256_set1_ps(R::kQ[i]));
+  const __m256 t = _mm256_mul_ps(_mm256_mul_ps(x, p), RecipPos(q));
+  // NaN stays NaN: min/max return their second operand when either is NaN
+  return {_mm256_max_ps(_mm256_set1_ps(-1.f), _mm256_min_ps(_mm256_set1_ps(1.f), t))};
 }
 
 inline Vec<double> Tanh(Vec<double> a) {

@@ -1,5 +1,5 @@
-// AVX-512 (F + DQ) vectors: 16 floats or 8 doubles, the same Cephes
-// approximations as vec_avx2.hpp. Included inside an ISA namespace; only ever
+// AVX-512 (F + DQ) vectors: 16 floats or 8 doubles, the same approximations
+// as vec_avx2.hpp. Included inside an ISA namespace; only ever
 // compiled in a translation unit built with the AVX-512 flags.
 #pragma once
 #include <immintrin.h>
@@ -113,22 +113,18 @@ inline Vec<double> Exp(Vec<double> a) {
   return {_mm512_mul_pd(r, _mm512_castsi512_pd(e))};
 }
 
+// tanh: the rational form of tanh_rational.hpp, clamped to [-1, 1].
 inline Vec<float> Tanh(Vec<float> a) {
-  const __m512 sign = _mm512_set1_ps(-0.f);
-  __m512 ax = _mm512_andnot_ps(sign, a.v);
-  __m512 z = _mm512_mul_ps(a.v, a.v);
-  __m512 p = _mm512_set1_ps(-5.70498872745E-3f);
-  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(2.06390887954E-2f));
-  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-5.37397155531E-2f));
-  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.33314422036E-1f));
-  p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-3.33332819422E-1f));
-  __m512 small = _mm512_fmadd_ps(_mm512_mul_ps(p, z), a.v, a.v);
-  __m512 e = Exp(Vec<float>{_mm512_add_ps(ax, ax)}).v;
-  __m512 big = _mm512_fnmadd_ps(_mm512_set1_ps(2.f), RecipPos(_mm512_add_ps(e, _mm512_set1_ps(1.f))),
-                                _mm512_set1_ps(1.f));
-  big = _mm512_or_ps(big, _mm512_and_ps(sign, a.v));
-  __mmask16 is_small = _mm512_cmp_ps_mask(ax, _mm512_set1_ps(0.625f), _CMP_LT_OQ);
-  return {_mm512_mask_blend_ps(is_small, big, small)};
+  using R = TanhRational;
+  const __m512 x = _mm512_max_ps(_mm512_set1_ps(-R::kClamp), _mm512_min_ps(_mm512_set1_ps(R::kClamp), a.v));
+  const __m512 u = _mm512_mul_ps(x, x);
+  __m512 p = _mm512_set1_ps(R::kP[6]);
+  for (int i = 5; i >= 0; --i) p = _mm512_fmadd_ps(p, u, _mm512_set1_ps(R::kP[i]));
+  __m512 q = _mm512_set1_ps(R::kQ[3]);
+  for (int i = 2; i >= 0; --i) q = _mm512_fmadd_ps(q, u, _mm512_set1_ps(R::kQ[i]));
+  const __m512 t = _mm512_mul_ps(_mm512_mul_ps(x, p), RecipPos(q));
+  // NaN stays NaN: min/max return their second operand when either is NaN
+  return {_mm512_max_ps(_mm512_set1_ps(-1.f), _mm512_min_ps(_mm512_set1_ps(1.f), t))};
 }
 
 inline Vec<double> Tanh(Vec<double> a) {
