@@ -42,13 +42,14 @@ void PackFwd(const T* w, int H, int K, int g0, int ng, T* out, int blk0, int blk
   constexpr int W = Vec<T>::kW, KB = 16;
   // KB columns at a time: each source row is read a line at a time (rows K
   // apart, often a power of two, would otherwise fight over a few L1 sets),
-  // and the writes stay within the KB*ng*W outputs of those columns. Long
-  // rows (from memory, not cache) come a full block's lanes in one strided
-  // load (a gather) with prefetch ahead; short ones one by one, as faster.
-  const bool big = K >= 256 && static_cast<int64_t>(W - 1) * K < (int64_t(1) << 31);
+  // and the writes stay within the KB*ng*W outputs of those columns. A full
+  // block's lanes go W columns at a time through a register transpose; the
+  // rest one by one. Long rows (from memory, not cache) ask for their
+  // columns ahead.
+  const bool big = K >= 256;
   for (int blk = blk0; blk < blk1; ++blk) {
     T* ob = out + static_cast<int64_t>(blk) * K * ng * W;
-    const bool full = big && (blk + 1) * W <= H;
+    const bool full = (blk + 1) * W <= H;
     for (int k0 = 0; k0 < K; k0 += KB) {
       const int kn = MinI(KB, K - k0);
       for (int g = 0; g < ng; ++g) {
@@ -58,17 +59,13 @@ void PackFwd(const T* w, int H, int K, int g0, int ng, T* out, int blk0, int blk
         // prefetchers follow: each row asks for its columns 4 steps on.
         if (big && k0 + 4 * KB < K)
           for (int l = 0; l < W && blk * W + l < H; ++l) __builtin_prefetch(src0 + static_cast<int64_t>(l) * K + 4 * KB);
-        if (full) {
-          for (int kk = 0; kk < kn; ++kk) Store(o + static_cast<int64_t>(kk) * ng * W, LoadStrided(src0 + kk, K));
-          continue;
-        }
+        int kk = 0;
+        if (full)
+          for (; kk + W <= kn; kk += W) TransposeW(src0 + kk, K, o + static_cast<int64_t>(kk) * ng * W, ng * W);
         for (int l = 0; l < W; ++l) {
-          if (blk * W + l < H) {
-            const T* src = src0 + static_cast<int64_t>(l) * K;
-            for (int kk = 0; kk < kn; ++kk) o[static_cast<int64_t>(kk) * ng * W + l] = src[kk];
-          } else {
-            for (int kk = 0; kk < kn; ++kk) o[static_cast<int64_t>(kk) * ng * W + l] = T(0);
-          }
+          const bool in = blk * W + l < H;
+          const T* src = src0 + static_cast<int64_t>(l) * K;
+          for (int c = kk; c < kn; ++c) o[static_cast<int64_t>(c) * ng * W + l] = in ? src[c] : T(0);
         }
       }
     }

@@ -42,12 +42,39 @@ inline Vec<float> LoadN(const float* p, int n) {
 inline Vec<double> LoadN(const double* p, int n) {
   return {n == 4 ? _mm256_loadu_pd(p) : _mm256_maskload_pd(p, MaskN64(n))};
 }
-// Lane l from p[l * stride] (weight packing; (kW - 1) * stride < 2^31).
-inline Vec<float> LoadStrided(const float* p, int stride) {
-  return {_mm256_i32gather_ps(p, _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride)), 4)};
+// Weight packing: dst[k * ldd + l] = src[l * ld + k] for an 8 x 8 block
+// (rows l, columns k): pairs of rows interleaved by 32 then 64 bits, then the
+// two 128-bit lanes exchanged.
+inline void TransposeW(const float* src, int64_t ld, float* dst, int64_t ldd) {
+  __m256 r[8], t[8];
+  for (int l = 0; l < 8; ++l) r[l] = _mm256_loadu_ps(src + l * ld);
+  for (int i = 0; i < 8; i += 2) {  // lane q: rows i, i+1 of columns 4q, 4q+1 | 4q+2, 4q+3
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int j = 0; j < 8; j += 4) {  // r[j + c], lane q: rows j..j+3 of column 4q + c
+    const __m256d a = _mm256_castps_pd(t[j]), b = _mm256_castps_pd(t[j + 1]);
+    const __m256d c = _mm256_castps_pd(t[j + 2]), d = _mm256_castps_pd(t[j + 3]);
+    r[j] = _mm256_castpd_ps(_mm256_unpacklo_pd(a, c));
+    r[j + 1] = _mm256_castpd_ps(_mm256_unpackhi_pd(a, c));
+    r[j + 2] = _mm256_castpd_ps(_mm256_unpacklo_pd(b, d));
+    r[j + 3] = _mm256_castpd_ps(_mm256_unpackhi_pd(b, d));
+  }
+  for (int c = 0; c < 4; ++c) {  // column 4q + c: lane q of r[c], r[4 + c]
+    _mm256_storeu_ps(dst + c * ldd, _mm256_permute2f128_ps(r[c], r[4 + c], 0x20));
+    _mm256_storeu_ps(dst + (4 + c) * ldd, _mm256_permute2f128_ps(r[c], r[4 + c], 0x31));
+  }
 }
-inline Vec<double> LoadStrided(const double* p, int stride) {
-  return {_mm256_i32gather_pd(p, _mm_mullo_epi32(_mm_setr_epi32(0, 1, 2, 3), _mm_set1_epi32(stride)), 8)};
+// The same for a 4 x 4 block of doubles.
+inline void TransposeW(const double* src, int64_t ld, double* dst, int64_t ldd) {
+  __m256d r[4];
+  for (int l = 0; l < 4; ++l) r[l] = _mm256_loadu_pd(src + l * ld);
+  const __m256d t0 = _mm256_unpacklo_pd(r[0], r[1]), t1 = _mm256_unpackhi_pd(r[0], r[1]);
+  const __m256d t2 = _mm256_unpacklo_pd(r[2], r[3]), t3 = _mm256_unpackhi_pd(r[2], r[3]);
+  _mm256_storeu_pd(dst, _mm256_permute2f128_pd(t0, t2, 0x20));
+  _mm256_storeu_pd(dst + ldd, _mm256_permute2f128_pd(t1, t3, 0x20));
+  _mm256_storeu_pd(dst + 2 * ldd, _mm256_permute2f128_pd(t0, t2, 0x31));
+  _mm256_storeu_pd(dst + 3 * ldd, _mm256_permute2f128_pd(t1, t3, 0x31));
 }
 inline void Store(float* p, Vec<float> a) { _mm256_storeu_ps(p, a.v); }
 inline void Store(double* p, Vec<double> a) { _mm256_storeu_pd(p, a.v); }

@@ -30,13 +30,50 @@ inline Vec<float> Load(const float* p) { return {_mm512_loadu_ps(p)}; }
 inline Vec<double> Load(const double* p) { return {_mm512_loadu_pd(p)}; }
 inline Vec<float> LoadN(const float* p, int n) { return {_mm512_maskz_loadu_ps(MaskN16(n), p)}; }
 inline Vec<double> LoadN(const double* p, int n) { return {_mm512_maskz_loadu_pd(MaskN8(n), p)}; }
-// Lane l from p[l * stride] (weight packing; (kW - 1) * stride < 2^31).
-inline Vec<float> LoadStrided(const float* p, int stride) {
-  const __m512i l = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  return {_mm512_i32gather_ps(_mm512_mullo_epi32(l, _mm512_set1_epi32(stride)), p, 4)};
+// Weight packing: dst[k * ldd + l] = src[l * ld + k] for a 16 x 16 block
+// (rows l, columns k): pairs of rows interleaved by 32 then 64 bits, then
+// 128-bit lanes exchanged twice, 64 shuffles for 256 elements.
+inline void TransposeW(const float* src, int64_t ld, float* dst, int64_t ldd) {
+  __m512 r[16], t[16];
+  for (int l = 0; l < 16; ++l) r[l] = _mm512_loadu_ps(src + l * ld);
+  for (int i = 0; i < 16; i += 2) {  // lane q: rows i, i+1 of columns 4q, 4q+1 | 4q+2, 4q+3
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int j = 0; j < 16; j += 4) {  // r[j + c], lane q: rows j..j+3 of column 4q + c
+    const __m512d a = _mm512_castps_pd(t[j]), b = _mm512_castps_pd(t[j + 1]);
+    const __m512d c = _mm512_castps_pd(t[j + 2]), d = _mm512_castps_pd(t[j + 3]);
+    r[j] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+    r[j + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+    r[j + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+    r[j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+  }
+  for (int c = 0; c < 4; ++c) {  // column 4q + c: lane q of r[c], r[4 + c], r[8 + c], r[12 + c]
+    const __m512 v0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44), v1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE);
+    const __m512 v2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44), v3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
+    _mm512_storeu_ps(dst + (0 + c) * ldd, _mm512_shuffle_f32x4(v0, v2, 0x88));
+    _mm512_storeu_ps(dst + (4 + c) * ldd, _mm512_shuffle_f32x4(v0, v2, 0xDD));
+    _mm512_storeu_ps(dst + (8 + c) * ldd, _mm512_shuffle_f32x4(v1, v3, 0x88));
+    _mm512_storeu_ps(dst + (12 + c) * ldd, _mm512_shuffle_f32x4(v1, v3, 0xDD));
+  }
 }
-inline Vec<double> LoadStrided(const double* p, int stride) {
-  return {_mm512_i32gather_pd(_mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(stride)), p, 8)};
+// The same for an 8 x 8 block of doubles: pairs of rows interleaved, then
+// 128-bit lanes exchanged twice.
+inline void TransposeW(const double* src, int64_t ld, double* dst, int64_t ldd) {
+  __m512d r[8], t[8];
+  for (int l = 0; l < 8; ++l) r[l] = _mm512_loadu_pd(src + l * ld);
+  for (int i = 0; i < 8; i += 2) {  // lane q: rows i, i+1 of column 2q | 2q+1
+    t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
+  }
+  for (int c = 0; c < 2; ++c) {  // column 2q + c: lane q of t[c], t[2 + c], t[4 + c], t[6 + c]
+    const __m512d v0 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0x44), v1 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0xEE);
+    const __m512d v2 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0x44), v3 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0xEE);
+    _mm512_storeu_pd(dst + (0 + c) * ldd, _mm512_shuffle_f64x2(v0, v2, 0x88));
+    _mm512_storeu_pd(dst + (2 + c) * ldd, _mm512_shuffle_f64x2(v0, v2, 0xDD));
+    _mm512_storeu_pd(dst + (4 + c) * ldd, _mm512_shuffle_f64x2(v1, v3, 0x88));
+    _mm512_storeu_pd(dst + (6 + c) * ldd, _mm512_shuffle_f64x2(v1, v3, 0xDD));
+  }
 }
 inline void Store(float* p, Vec<float> a) { _mm512_storeu_ps(p, a.v); }
 inline void Store(double* p, Vec<double> a) { _mm512_storeu_pd(p, a.v); }

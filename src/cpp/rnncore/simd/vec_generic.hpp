@@ -2,6 +2,7 @@
 // the wide paths are tested against. Included inside an ISA namespace.
 #pragma once
 #include <cmath>
+#include <cstdint>
 
 constexpr int kVecRegs = 16;
 
@@ -15,8 +16,8 @@ template <typename T> inline Vec<T> Zero() { return {T(0)}; }
 template <typename T> inline Vec<T> Set1(T a) { return {a}; }
 template <typename T> inline Vec<T> Load(const T* p) { return {*p}; }
 template <typename T> inline Vec<T> LoadN(const T* p, int) { return {*p}; }
-// Lane l from p[l * stride] (weight packing; (kW - 1) * stride < 2^31).
-template <typename T> inline Vec<T> LoadStrided(const T* p, int) { return {*p}; }
+// Weight packing: dst[k * ldd + l] = src[l * ld + k] for a kW x kW block.
+template <typename T> inline void TransposeW(const T* src, int64_t, T* dst, int64_t) { *dst = *src; }
 template <typename T> inline void Store(T* p, Vec<T> a) { *p = a.v; }
 template <typename T> inline void StoreN(T* p, Vec<T> a, int) { *p = a.v; }
 template <typename T> inline Vec<T> operator+(Vec<T> a, Vec<T> b) { return {a.v + b.v}; }
