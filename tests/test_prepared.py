@@ -15,7 +15,7 @@ from rnncore import _core
 
 from _helpers import CELL_IDS, assert_close, cast_state, flat, fix_h, make_pair, ref_forward, ref_state
 
-PREPARED = ["lstm", "lstm_peephole", "gru", "gru_v1", "rnn_tanh", "rnn_relu", "leaky"]
+PREPARED = ["lstm", "lstm_peephole", "gru", "gru_v1", "rnn_tanh", "rnn_relu", "leaky"]  # state (1, B, H)
 
 
 def _prepared(layer):
@@ -121,13 +121,73 @@ def test_lstm_state_forms():
         layer(x, st[0])
 
 
-@pytest.mark.parametrize("cell_id", [c for c in CELL_IDS if c not in PREPARED])
-def test_cells_with_history_or_clock_are_not_prepared(cell_id):
-    layer, _ = make_pair(cell_id, 3, fix_h(cell_id, 4), dtype=np.float32)
-    x = np.ones((2, 1, 3), np.float32)
-    layer(x)
-    layer(x)
-    assert layer._plan is None
+HISTORY = ["skip_1_3", "skip_2", "clockwork"]  # states (1, max_delay, B, H) and (h, step)
+assert sorted(PREPARED + HISTORY) == sorted(CELL_IDS)
+
+
+def _rows(cell_id, state, b):
+    """The state of batch rows b."""
+    if cell_id == "clockwork":
+        return (state[0][:, b].copy(), state[1])
+    return state[:, :, b].copy()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("cell_id", HISTORY)
+def test_streamed_steps_with_history_or_clock_match_reference(cell_id, batch_first, dtype):
+    """As above for skip (the history of max_delay states is the state) and
+    clockwork (the state carries the step count, started out of phase)."""
+    I, H, B, T = 5, fix_h(cell_id, 19), 3, 9
+    layer, params = make_pair(cell_id, I, H, dtype=dtype, batch_first=batch_first)
+    x = np.random.default_rng(4).standard_normal((T, B, I))
+    s0 = ref_state(cell_id, H, B, 1, False)
+    y_ref, s_ref, _ = ref_forward(cell_id, params, x, s0, None, H, 1, False)
+    for chunk in (1, 3):
+        for b in (slice(0, 1), slice(0, B)):
+            st = _rows(cell_id, cast_state(s0, dtype), b)
+            ys = []
+            for t0 in range(0, T, chunk):
+                xc = x[t0:t0 + chunk, b].astype(dtype)
+                if batch_first:
+                    xc = np.ascontiguousarray(xc.transpose(1, 0, 2))
+                y, st = layer(xc, st)
+                ys.append(y.transpose(1, 0, 2) if batch_first else y)
+            assert _prepared(layer), "the repeated call should be the prepared one"
+            assert_close(np.concatenate(ys), y_ref[:, b], dtype, f"y, chunk {chunk}")
+            want = _rows(cell_id, s_ref, b)
+            if cell_id == "clockwork":
+                assert type(st) is tuple and type(st[1]) is int and st[1] == want[1] == s0[1] + T
+                st, want = st[0], want[0]
+            assert st.dtype == dtype and st.shape == want.shape
+            assert_close(st, want, dtype, f"state, chunk {chunk}")
+
+
+@pytest.mark.parametrize("cell_id", HISTORY)
+def test_history_or_clock_states_it_cannot_take_go_to_the_checked_path(cell_id):
+    """A state of another form is converted or refused by the checked path,
+    as without the prepared call."""
+    layer, _ = make_pair(cell_id, 3, fix_h(cell_id, 6), dtype=np.float32)
+    x = np.ones((2, 2, 3), np.float32)
+    _, st = layer(x)
+    assert _prepared(layer)
+    if cell_id == "clockwork":
+        h, step = st
+        y_ref, st_ref = layer(x, (h, step))
+        for other in ((h.astype(np.float64), step), (h, np.int64(step)), [h, step]):
+            y, st2 = layer(x, other)  # converted by the checked path (or taken as it is)
+            np.testing.assert_array_equal(y, y_ref)
+            assert st2[1] == st_ref[1] == step + 2
+        with pytest.raises(ValueError, match=r"step"):
+            layer(x, (h, -1))
+        with pytest.raises(TypeError, match=r"tuple \(h, step\)"):
+            layer(x, h)
+    else:
+        y_ref, st_ref = layer(x, st)
+        y, _ = layer(x, st.astype(np.float64))  # converted
+        np.testing.assert_array_equal(y, y_ref)
+        with pytest.raises(ValueError, match=r"state must be \(1, [23], 2, 6\), got \(1, 1, 2, 6\)"):
+            layer(x, st[:, :1])
 
 
 def test_deep_layers_and_bidirectional_are_not_prepared():

@@ -394,9 +394,6 @@ class Prepared {
            const py::list& arrays)
       : weights_(weights) {
     ParseSpec(spec, &c_);
-    const CellKind k = c_.cell.kind;
-    if (k == CellKind::kSkip || k == CellKind::kClockwork)
-      throw py::value_error("prepared calls take lstm, gru, rnn and leaky cells");
     if (c_.D != 1) throw py::value_error("prepared calls take one direction");
     if (input_size < 1) throw py::value_error("input_size must be >= 1");
     if (names.size() != arrays.size()) throw py::value_error("names and arrays differ in length");
@@ -419,31 +416,43 @@ class Prepared {
     const int64_t Tn = c_.batch_first ? d1 : d0, B = c_.batch_first ? d0 : d1, H = c_.pb.H;
     if (xa.shape(2) != c_.pb.I || Tn < 1 || B < 1 || !SizesFit(c_, Tn, B, c_.pb.I)) return py::none();
 
-    const bool lstm = c_.cell.kind == CellKind::kLstm;
+    const CellKind kind = c_.cell.kind;
+    const bool lstm = kind == CellKind::kLstm, clock = kind == CellKind::kClockwork;
     const T *h0 = nullptr, *c0 = nullptr;
+    int64_t step0 = 0;  // clockwork's step count
     if (!state.is_none()) {
-      if (lstm) {
+      if (lstm || clock) {  // (h, c), or clockwork's (h, step)
         if (!(PyTuple_Check(state.ptr()) || PyList_Check(state.ptr()))) return py::none();
         const py::sequence st = py::reinterpret_borrow<py::sequence>(state);
         if (st.size() != 2) return py::none();
         h0 = StateOf(st[0], B);
-        c0 = StateOf(st[1], B);
-        if (!h0 || !c0) return py::none();
+        if (!h0) return py::none();
+        if (lstm) {
+          c0 = StateOf(st[1], B);
+          if (!c0) return py::none();
+        } else {  // a plain int in [0, 2**62], as the checked path takes it
+          if (!PyLong_CheckExact(st[1].ptr())) return py::none();
+          int overflow = 0;
+          const long long v = PyLong_AsLongLongAndOverflow(st[1].ptr(), &overflow);
+          if (overflow || v < 0 || v > (int64_t(1) << 62)) return py::none();
+          step0 = v;
+        }
       } else {
         h0 = StateOf(state, B);
         if (!h0) return py::none();
       }
     }
 
-    Common c;  // the sizes of this call on the parsed spec (no delays or periods here)
+    Common c;  // the sizes of this call on the parsed spec (cell points into c_'s delays, periods)
     c.cell = c_.cell;
+    c.cell.step0 = step0;
     c.pb = c_.pb;
     c.batch_first = c_.batch_first;
     c.pb.T = static_cast<int>(Tn);
     c.pb.B = static_cast<int>(B);
     c.pb.threads = threads;
     py::array_t<T> y(c.batch_first ? std::vector<py::ssize_t>{B, Tn, H} : std::vector<py::ssize_t>{Tn, B, H});
-    py::array_t<T> hn({py::ssize_t(1), py::ssize_t(B), py::ssize_t(H)});
+    py::array_t<T> hn(StateDims(B));
     py::object cn = lstm ? py::array_t<T>({py::ssize_t(1), py::ssize_t(B), py::ssize_t(H)}) : py::object();
     FwdArgs<T> a;
     a.pb = c.pb;
@@ -461,6 +470,7 @@ class Prepared {
       if constexpr (std::is_same<T, float>::value) k.fwd_f32(a); else k.fwd_f64(a);
     }
     if (lstm) return py::make_tuple(y, py::make_tuple(hn, cn));
+    if (clock) return py::make_tuple(y, py::make_tuple(hn, py::int_(step0 + Tn)));
     return py::make_tuple(y, hn);
   }
 
@@ -473,12 +483,20 @@ class Prepared {
       return nullptr;
     return static_cast<const T*>(a.data());
   }
-  // A state entry: a C-contiguous T array (1, B, H), else null.
+  // The shape of a state entry: (1, B, H), or skip's history (1, max_delay, B, H).
+  std::vector<py::ssize_t> StateDims(int64_t B) const {
+    if (c_.cell.kind == CellKind::kSkip) return {1, c_.maxd, B, c_.pb.H};
+    return {1, B, c_.pb.H};
+  }
+  // A state entry: a C-contiguous T array of StateDims(B), else null.
   const T* StateOf(const py::handle& o, int64_t B) const {
-    const T* p = Exact(o, 3);
+    const std::vector<py::ssize_t> dims = StateDims(B);
+    const T* p = Exact(o, static_cast<int>(dims.size()));
     if (!p) return nullptr;
     const py::array a = py::reinterpret_borrow<py::array>(o);
-    return a.shape(0) == 1 && a.shape(1) == B && a.shape(2) == c_.pb.H ? p : nullptr;
+    for (size_t i = 0; i < dims.size(); ++i)
+      if (a.shape(i) != dims[i]) return nullptr;
+    return p;
   }
 
   Common c_;

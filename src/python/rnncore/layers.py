@@ -323,7 +323,7 @@ class _Recurrent:
         weights passed the checks: later calls skip the Python-side checks
         while ``params`` holds the same arrays (the prepared call compares)."""
         self._plan = None
-        if self.num_layers != 1 or self.num_directions != 1 or self._delays or self._periods:
+        if self.num_layers != 1 or self.num_directions != 1:
             return
         self._param_tuple(0, 0)  # checks the weights, caches them if they can be
         hit = self.__dict__.get("_wcache", {}).get((0, 0))
