@@ -22,6 +22,19 @@ def _prepared(layer):
     return isinstance(layer._plan, (_core.Prepared_f32, _core.Prepared_f64))
 
 
+def _stream(layer, x, st, chunk, batch_first):
+    """x (T, B, I) through layer, chunk steps a call with the state carried:
+    the outputs (T, B, H) and the last state."""
+    ys = []
+    for t0 in range(0, x.shape[0], chunk):
+        xc = x[t0:t0 + chunk]
+        if batch_first:
+            xc = np.ascontiguousarray(xc.transpose(1, 0, 2))
+        y, st = layer(xc, st)
+        ys.append(y.transpose(1, 0, 2) if batch_first else y)
+    return np.concatenate(ys), st
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("batch_first", [False, True])
 @pytest.mark.parametrize("cell_id", PREPARED)
@@ -38,15 +51,9 @@ def test_streamed_steps_match_reference(cell_id, batch_first, dtype):
         for b in (slice(0, 1), slice(0, B)):
             st = cast_state(s0, dtype)
             st = tuple(s[:, b].copy() for s in st) if isinstance(st, tuple) else st[:, b].copy()
-            ys = []
-            for t0 in range(0, T, chunk):
-                xc = x[t0:t0 + chunk, b].astype(dtype)
-                if batch_first:
-                    xc = np.ascontiguousarray(xc.transpose(1, 0, 2))
-                y, st = layer(xc, st)
-                ys.append(y.transpose(1, 0, 2) if batch_first else y)
+            y, st = _stream(layer, x[:, b].astype(dtype), st, chunk, batch_first)
             assert _prepared(layer), "the repeated call should be the prepared one"
-            assert_close(np.concatenate(ys), y_ref[:, b], dtype, f"y, chunk {chunk}")
+            assert_close(y, y_ref[:, b], dtype, f"y, chunk {chunk}")
             want = s_ref if isinstance(s_ref, tuple) else (s_ref,)
             for got, w in zip(flat(st), want):
                 assert got.dtype == dtype and got.shape == (1, b.stop - b.start, H)
@@ -146,15 +153,9 @@ def test_streamed_steps_with_history_or_clock_match_reference(cell_id, batch_fir
     for chunk in (1, 3):
         for b in (slice(0, 1), slice(0, B)):
             st = _rows(cell_id, cast_state(s0, dtype), b)
-            ys = []
-            for t0 in range(0, T, chunk):
-                xc = x[t0:t0 + chunk, b].astype(dtype)
-                if batch_first:
-                    xc = np.ascontiguousarray(xc.transpose(1, 0, 2))
-                y, st = layer(xc, st)
-                ys.append(y.transpose(1, 0, 2) if batch_first else y)
+            y, st = _stream(layer, x[:, b].astype(dtype), st, chunk, batch_first)
             assert _prepared(layer), "the repeated call should be the prepared one"
-            assert_close(np.concatenate(ys), y_ref[:, b], dtype, f"y, chunk {chunk}")
+            assert_close(y, y_ref[:, b], dtype, f"y, chunk {chunk}")
             want = _rows(cell_id, s_ref, b)
             if cell_id == "clockwork":
                 assert type(st) is tuple and type(st[1]) is int and st[1] == want[1] == s0[1] + T

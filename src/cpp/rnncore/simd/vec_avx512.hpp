@@ -30,6 +30,15 @@ inline Vec<float> Load(const float* p) { return {_mm512_loadu_ps(p)}; }
 inline Vec<double> Load(const double* p) { return {_mm512_loadu_pd(p)}; }
 inline Vec<float> LoadN(const float* p, int n) { return {_mm512_maskz_loadu_ps(MaskN16(n), p)}; }
 inline Vec<double> LoadN(const double* p, int n) { return {_mm512_maskz_loadu_pd(MaskN8(n), p)}; }
+// The 4 x 4 transpose of 128-bit lanes: lane q of v[p] <- lane p of v[q].
+inline void TransposeLanes(__m512 (&v)[4]) {
+  const __m512 a = _mm512_shuffle_f32x4(v[0], v[1], 0x44), b = _mm512_shuffle_f32x4(v[0], v[1], 0xEE);
+  const __m512 c = _mm512_shuffle_f32x4(v[2], v[3], 0x44), d = _mm512_shuffle_f32x4(v[2], v[3], 0xEE);
+  v[0] = _mm512_shuffle_f32x4(a, c, 0x88);
+  v[1] = _mm512_shuffle_f32x4(a, c, 0xDD);
+  v[2] = _mm512_shuffle_f32x4(b, d, 0x88);
+  v[3] = _mm512_shuffle_f32x4(b, d, 0xDD);
+}
 // Weight packing: dst[k * ldd + l] = src[l * ld + k] for a 16 x 16 block
 // (rows l, columns k): pairs of rows interleaved by 32 then 64 bits, then
 // 128-bit lanes exchanged twice, 64 shuffles for 256 elements.
@@ -49,12 +58,9 @@ inline void TransposeW(const float* src, int64_t ld, float* dst, int64_t ldd) {
     r[j + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
   }
   for (int c = 0; c < 4; ++c) {  // column 4q + c: lane q of r[c], r[4 + c], r[8 + c], r[12 + c]
-    const __m512 v0 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x44), v1 = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xEE);
-    const __m512 v2 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x44), v3 = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xEE);
-    _mm512_storeu_ps(dst + (0 + c) * ldd, _mm512_shuffle_f32x4(v0, v2, 0x88));
-    _mm512_storeu_ps(dst + (4 + c) * ldd, _mm512_shuffle_f32x4(v0, v2, 0xDD));
-    _mm512_storeu_ps(dst + (8 + c) * ldd, _mm512_shuffle_f32x4(v1, v3, 0x88));
-    _mm512_storeu_ps(dst + (12 + c) * ldd, _mm512_shuffle_f32x4(v1, v3, 0xDD));
+    __m512 v[4] = {r[c], r[4 + c], r[8 + c], r[12 + c]};
+    TransposeLanes(v);
+    for (int q = 0; q < 4; ++q) _mm512_storeu_ps(dst + (4 * q + c) * ldd, v[q]);
   }
 }
 // The same for an 8 x 8 block of doubles: pairs of rows interleaved, then
@@ -67,12 +73,10 @@ inline void TransposeW(const double* src, int64_t ld, double* dst, int64_t ldd) 
     t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
   }
   for (int c = 0; c < 2; ++c) {  // column 2q + c: lane q of t[c], t[2 + c], t[4 + c], t[6 + c]
-    const __m512d v0 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0x44), v1 = _mm512_shuffle_f64x2(t[c], t[2 + c], 0xEE);
-    const __m512d v2 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0x44), v3 = _mm512_shuffle_f64x2(t[4 + c], t[6 + c], 0xEE);
-    _mm512_storeu_pd(dst + (0 + c) * ldd, _mm512_shuffle_f64x2(v0, v2, 0x88));
-    _mm512_storeu_pd(dst + (2 + c) * ldd, _mm512_shuffle_f64x2(v0, v2, 0xDD));
-    _mm512_storeu_pd(dst + (4 + c) * ldd, _mm512_shuffle_f64x2(v1, v3, 0x88));
-    _mm512_storeu_pd(dst + (6 + c) * ldd, _mm512_shuffle_f64x2(v1, v3, 0xDD));
+    __m512 v[4] = {_mm512_castpd_ps(t[c]), _mm512_castpd_ps(t[2 + c]), _mm512_castpd_ps(t[4 + c]),
+                   _mm512_castpd_ps(t[6 + c])};
+    TransposeLanes(v);
+    for (int q = 0; q < 4; ++q) _mm512_storeu_pd(dst + (2 * q + c) * ldd, _mm512_castps_pd(v[q]));
   }
 }
 inline void Store(float* p, Vec<float> a) { _mm512_storeu_ps(p, a.v); }
