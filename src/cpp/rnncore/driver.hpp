@@ -63,9 +63,12 @@ void PackFwd(const T* w, int H, int K, int g0, int ng, T* out, int blk0, int blk
         if (full)
           for (; kk + W <= kn; kk += W) TransposeW(src0 + kk, K, o + static_cast<int64_t>(kk) * ng * W, ng * W);
         for (int l = 0; l < W; ++l) {
-          const bool in = blk * W + l < H;
-          const T* src = src0 + static_cast<int64_t>(l) * K;
-          for (int c = kk; c < kn; ++c) o[static_cast<int64_t>(c) * ng * W + l] = in ? src[c] : T(0);
+          if (blk * W + l < H) {
+            const T* src = src0 + static_cast<int64_t>(l) * K;
+            for (int c = kk; c < kn; ++c) o[static_cast<int64_t>(c) * ng * W + l] = src[c];
+          } else {  // lanes past H (no row there to point at)
+            for (int c = kk; c < kn; ++c) o[static_cast<int64_t>(c) * ng * W + l] = T(0);
+          }
         }
       }
     }
