@@ -137,12 +137,14 @@ void PackBwdPairs(const T* w, int H, int m0, int M, T* out, int b0, int b1) {
 
 // acc[r][g] = sum_k rows[r][k] * wp[k][g][:]: R batch rows times G gate vectors
 // of one unit block, in registers. With kAdd the products are added to acc.
-// Fewer than eight accumulators would leave the FMA latency exposed (batch 1,
-// one gate): K is then split over U partial sums.
-template <typename T, int G, int R, bool kAdd = false>
+// Fewer than kChains accumulators would leave the FMA latency exposed (batch
+// 1, one gate): K is then split over U partial sums. Eight cover the latency
+// of FMAs on operands in L1; a product whose weights stream from L2 once per
+// call of several rows may ask for more (skip's batched delays).
+template <typename T, int G, int R, bool kAdd = false, int kChains = 8>
 inline void Prod(const T* const* rows, int K, const T* wp, Vec<T> (&acc)[R][G]) {
   constexpr int W = Vec<T>::kW;
-  constexpr int U = (R * G >= 8) ? 1 : (8 + R * G - 1) / (R * G);
+  constexpr int U = (R * G >= kChains) ? 1 : (kChains + R * G - 1) / (R * G);
   Vec<T> part[U][R][G];
   for (int u = 0; u < U; ++u)
     for (int r = 0; r < R; ++r)
