@@ -9,7 +9,8 @@ void GruFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
   constexpr int W = Vec<T>::kW;
   using V = Vec<T>;
   const int H = c.H;
-  for (int blk = b0; blk < b1; ++blk) {
+  for (int i = b0; i < b1; ++i) {
+    const int blk = StepBlock(s, b0, b1, i);
     const int j0 = blk * W, n = MinI(W, H - j0);
     const T* wp = c.wp + static_cast<int64_t>(blk) * H * 3 * W;
     RowTiles<TileRows<3>()>(c.B, [&](int r0, auto nr_c) {
@@ -91,7 +92,7 @@ void GruBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
       }
       }
     });
-  });
+  }, s & 1);
 }
 
 // reset_after = false, phase 1: r, z and r*h_{t-1} for this thread's units.
@@ -100,7 +101,8 @@ void GruV1FwdGates(FwdCtx<T>& c, int s, int b0, int b1, const T* hp) {
   constexpr int W = Vec<T>::kW;
   using V = Vec<T>;
   const int H = c.H;
-  for (int blk = b0; blk < b1; ++blk) {
+  for (int i = b0; i < b1; ++i) {
+    const int blk = StepBlock(s, b0, b1, i);
     const int j0 = blk * W, n = MinI(W, H - j0);
     const T* wp = c.wp + static_cast<int64_t>(blk) * H * 2 * W;
     RowTiles<TileRows<2>()>(c.B, [&](int r0, auto nr_c) {
@@ -138,7 +140,8 @@ void GruV1FwdOut(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
   constexpr int W = Vec<T>::kW;
   using V = Vec<T>;
   const int H = c.H;
-  for (int blk = b0; blk < b1; ++blk) {
+  for (int i = b0; i < b1; ++i) {
+    const int blk = StepBlock(s, b0, b1, i);
     const int j0 = blk * W, n = MinI(W, H - j0);
     const T* wp = c.wp2 + static_cast<int64_t>(blk) * H * W;
     RowTiles<TileRows<1>()>(c.B, [&](int r0, auto nr_c) {
@@ -204,7 +207,7 @@ void GruV1BwdGates(BwdCtx<T>& c, int s, int b0, int b1) {
       }
       }
     });
-  });
+  }, s & 1);
 }
 
 // reset_after = false backward, phase 2: d(r*h) = W_hn^T dn_pre, then dr_pre.
@@ -239,5 +242,5 @@ void GruV1BwdReset(BwdCtx<T>& c, int s, int b0, int b1) {
       }
       }
     });
-  });
+  }, s & 1);
 }

@@ -41,7 +41,7 @@ void LeakyFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
         }
       }
     });
-  });
+  }, s & 1);
 }
 
 template <typename T>
@@ -82,5 +82,5 @@ void LeakyBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
       }
     });
     for (int u = 0; u < PG; ++u) StoreN(c.dalpha + (blk + u) * W, dal[u], MinI(W, H - (blk + u) * W));
-  });
+  }, s & 1);
 }

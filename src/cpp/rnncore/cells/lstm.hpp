@@ -46,7 +46,8 @@ template <typename T>
 void LstmFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
   constexpr int W = Vec<T>::kW;
   const int H = c.H;
-  for (int blk = b0; blk < b1; ++blk) {
+  for (int i = b0; i < b1; ++i) {
+    const int blk = StepBlock(s, b0, b1, i);
     const int j0 = blk * W, n = MinI(W, H - j0);
     const T* wp = c.wp + static_cast<int64_t>(blk) * H * 4 * W;
     RowTiles<TileRows<4>()>(c.B, [&](int r0, auto nr_c) {
@@ -123,5 +124,5 @@ void LstmBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
         for (int r = 0; r < R; ++r) LstmBwdLanes(c, s, r0 + r, j0, n, acc[r][u]);
       }
     });
-  });
+  }, s & 1);
 }

@@ -36,7 +36,7 @@ void RnnFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
         }
       }
     });
-  });
+  }, s & 1);
 }
 
 template <typename T, bool kRelu>
@@ -68,5 +68,5 @@ void RnnBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
       }
       }
     });
-  });
+  }, s & 1);
 }

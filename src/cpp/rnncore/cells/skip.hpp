@@ -95,7 +95,7 @@ void SkipFwdStep(FwdCtx<T>& c, int s, int b0, int b1) {
       }
       }
     });
-  });
+  }, s & 1);
 }
 
 // Final history of each row: the states of its last maxd steps, from y, or
@@ -162,7 +162,7 @@ void SkipBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
       }
       }
     });
-  });
+  }, s & 1);
 }
 
 // Gradient of the initial history h_{-maxd} .. h_{-1} (dh0 [maxd, B, H]).
