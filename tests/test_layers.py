@@ -102,6 +102,23 @@ def test_every_isa_matches_reference(cell_id, name):
             _check(_run_both(cell_id, 6, 5, 4, 19, 2, True, True, True, dtype, seed=3), dtype)
 
 
+# From 8 batch rows, while the weights stay in cache, the steps of these cells
+# make x_t W_ih^T themselves (no projection pass before the loop): rows
+# past their length, both directions, two layers and batch_first there too.
+FUSED_IDS = [c for c in CELL_IDS if not c.startswith(("gru", "clockwork"))]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("name", rc.available_isas())
+@pytest.mark.parametrize("cell_id", FUSED_IDS)
+def test_steps_making_the_input_projection_match_reference(cell_id, name, n_threads):
+    with isa(name), threads(n_threads):
+        for dtype in (np.float32, np.float64):
+            _check(_run_both(cell_id, 7, 9, 5, 21, 2, True, True, True, dtype, seed=4), dtype)
+        _check(_run_both(cell_id, 6, 12, 4, 19, 1, True, True, False, np.float64, seed=6,
+                         batch_first=True), np.float64)
+
+
 @pytest.mark.parametrize("cell_id", CELL_IDS)
 def test_one_and_two_threads_agree(cell_id):
     # H = 41 gives blocks split unevenly between two threads, with a partial block

@@ -12,12 +12,12 @@ inline void LstmFwdLanes(FwdCtx<T>& c, int s, int b, int j0, int n, const Vec<T>
     StoreN(hc + o, LoadN(hp + o, n), n);
     return;
   }
-  T* g = c.gates.Row(t, b) + j0;
+  T* g = c.gates.p ? c.gates.Row(t, b) + j0 : nullptr;
   const T* bx = c.bias_x + j0;
-  V pi = LoadN(g, n) + LoadN(bx, n) + acc[0];
-  V pf = LoadN(g + H, n) + LoadN(bx + H, n) + acc[1];
-  const V pg = LoadN(g + 2 * H, n) + LoadN(bx + 2 * H, n) + acc[2];
-  V po = LoadN(g + 3 * H, n) + LoadN(bx + 3 * H, n) + acc[3];
+  V pi = InputSide(c, g, bx, 0, n) + acc[0];
+  V pf = InputSide(c, g, bx, H, n) + acc[1];
+  const V pg = InputSide(c, g, bx, 2 * H, n) + acc[2];
+  V po = InputSide(c, g, bx, 3 * H, n) + acc[3];
   const V cp = LoadN(c.cb + o, n);
   const T* wch = c.a->w.w_ch;
   if (wch) {  // peepholes read c_{t-1} for i, f

@@ -54,8 +54,12 @@ void SkipFwdStep(FwdCtx<T>& c, int s, int b0, int b1) {
       constexpr int R = decltype(nr_c)::value;
       AskFwd(c, s, r0, R, blk * W, MinI(W, H - blk * W), PG);
       V acc[R][PG];
-      for (int r = 0; r < R; ++r)
-        for (int u = 0; u < PG; ++u) acc[r][u] = Zero<T>();
+      if (c.wpx) {
+        StepInputs<T, PG, R>(c, s, r0, blk * W, acc);
+      } else {
+        for (int r = 0; r < R; ++r)
+          for (int u = 0; u < PG; ++u) acc[r][u] = Zero<T>();
+      }
       const T* pq = c.pend;
       for (int q = 0; q < nd; ++q) {
         if (pq && SkipBatched(delays[q], c.B)) {  // made at the last multiple of d
@@ -80,8 +84,8 @@ void SkipFwdStep(FwdCtx<T>& c, int s, int b0, int b1) {
         const int t = MapT(c.a->pb, s, b);
         if (t < 0) continue;  // this row's history is read back from y at the end
         const int64_t o = static_cast<int64_t>(b) * H + j0;
-        T* g = c.gates.Row(t, b) + j0;
-        const V h = Tanh(LoadN(g, n) + LoadN(c.bias_x + j0, n) + acc[r][u]);
+        T* g = c.gates.p ? c.gates.Row(t, b) + j0 : nullptr;
+        const V h = Tanh(InputSide(c, g, c.bias_x + j0, 0, n) + acc[r][u]);
         StoreN(cur + o, h, n);
         StoreN(c.a->y.Row(t, b) + j0, h, n);
         if (c.hprev.p) {
