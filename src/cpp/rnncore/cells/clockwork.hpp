@@ -141,8 +141,7 @@ void ClockFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
   constexpr int W = Vec<T>::kW;
   using V = Vec<T>;
   const int H = c.H, gs = c.gs;
-  for (int i = b0; i < b1; ++i) {
-    const int blk = StepBlock(s, b0, b1, i);
+  for (int blk = b0; blk < b1; ++blk) {
     const int j0 = blk * W, n = MinI(W, H - j0);
     V m;
     const bool any = ClockMask(c.a->cell, gs, j0, n, s, &m);
@@ -205,8 +204,7 @@ void ClockBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
   using V = Vec<T>;
   const int H = c.H;
   const V one = Set1(T(1));
-  for (int i = b0; i < b1; ++i) {
-    const int blk = StepBlock(s, b0, b1, i);
+  for (int blk = b0; blk < b1; ++blk) {
     const int j0 = blk * W, n = MinI(W, H - j0);
     V m;
     ClockMask(c.a->cell, c.gs, j0, n, s, &m);
