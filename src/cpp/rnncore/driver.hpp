@@ -413,6 +413,13 @@ inline void StepInputs(const FwdCtx<T>& c, int s, int r0, int j0, Vec<T> (&acc)[
   Prod<T, G, R>(xr, c.I, c.wpx + static_cast<int64_t>(j0) * c.I * (c.GH / c.H), acc);
 }
 
+// Row (t, b) of the gates from column j0, or null when there are none (the
+// steps made x_t W_ih^T in an inference call).
+template <typename T>
+inline T* GatesAt(const FwdCtx<T>& c, int t, int b, int j0) {
+  return c.gates.p ? c.gates.Row(t, b) + j0 : nullptr;
+}
+
 // The input side of a gate's pre-activation, n lanes at offset off: bias b
 // plus the projected inputs g from the pass, or b alone when the step made
 // x_t W_ih^T into its product (FusedProj; g is then null in inference).

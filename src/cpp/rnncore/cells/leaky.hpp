@@ -29,7 +29,7 @@ void LeakyFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
             StoreN(hc + o, hpv, n);
             continue;
           }
-          T* g = c.gates.p ? c.gates.Row(t, b) + j0 : nullptr;
+          T* g = GatesAt(c, t, b, j0);
           const V uu = Tanh(InputSide(c, g, c.bias_x + j0, 0, n) + acc[r][u]);
           const V h = Fma(al, hpv - uu, uu);  // alpha*h_{t-1} + (1-alpha)*u
           StoreN(hc + o, h, n);

@@ -12,7 +12,7 @@ inline void LstmFwdLanes(FwdCtx<T>& c, int s, int b, int j0, int n, const Vec<T>
     StoreN(hc + o, LoadN(hp + o, n), n);
     return;
   }
-  T* g = c.gates.p ? c.gates.Row(t, b) + j0 : nullptr;
+  T* g = GatesAt(c, t, b, j0);
   const T* bx = c.bias_x + j0;
   V pi = InputSide(c, g, bx, 0, n) + acc[0];
   V pf = InputSide(c, g, bx, H, n) + acc[1];

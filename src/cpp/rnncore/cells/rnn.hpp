@@ -24,7 +24,7 @@ void RnnFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
             StoreN(hc + o, LoadN(hp + o, n), n);
             continue;
           }
-          T* g = c.gates.p ? c.gates.Row(t, b) + j0 : nullptr;
+          T* g = GatesAt(c, t, b, j0);
           const Vec<T> pre = InputSide(c, g, c.bias_x + j0, 0, n) + acc[r][u];
           const Vec<T> h = kRelu ? Relu(pre) : Tanh(pre);
           StoreN(hc + o, h, n);

@@ -84,7 +84,7 @@ void SkipFwdStep(FwdCtx<T>& c, int s, int b0, int b1) {
         const int t = MapT(c.a->pb, s, b);
         if (t < 0) continue;  // this row's history is read back from y at the end
         const int64_t o = static_cast<int64_t>(b) * H + j0;
-        T* g = c.gates.p ? c.gates.Row(t, b) + j0 : nullptr;
+        T* g = GatesAt(c, t, b, j0);
         const V h = Tanh(InputSide(c, g, c.bias_x + j0, 0, n) + acc[r][u]);
         StoreN(cur + o, h, n);
         StoreN(c.a->y.Row(t, b) + j0, h, n);
