@@ -17,6 +17,7 @@
 #include "rnncore/gemm.hpp"
 #include "rnncore/memory.hpp"
 #include "rnncore/threading.hpp"
+#include "rnncore/tuning.hpp"
 
 namespace py = pybind11;
 using namespace rnncore;
@@ -583,6 +584,51 @@ PYBIND11_MODULE(_core, m) {
   m.def("solo_calls_left", &SoloCallsLeft);
   m.def("set_team_backoff", &SetTeamBackoff, py::arg("on"));
   m.def("team_backoff", &TeamBackoff);
+  // the cache sizes and the blocks derived from them (tuning.hpp)
+  m.def("tuning", []() {
+    const Tuning& t = Tune();
+    py::dict d;
+    d["l1d_bytes"] = t.caches.l1d;
+    d["l2_bytes"] = t.caches.l2;
+    d["l3_bytes"] = t.caches.l3;
+    d["l1d_from"] = t.caches.l1d_from;
+    d["l2_from"] = t.caches.l2_from;
+    d["l3_from"] = t.caches.l3_from;
+    d["tape_ask_bytes"] = t.tape_ask_bytes;
+    d["proj_chunk_bytes"] = t.proj_chunk_bytes;
+    d["proj_panel_bytes"] = t.proj_panel_bytes;
+    d["gemm_chunk_bytes"] = t.gemm_chunk_bytes;
+    d["fused_l2_bytes"] = t.fused_l2_bytes;
+    d["fused_l3_bytes"] = t.fused_l3_bytes;
+    d["direct_keep_bytes"] = t.direct_keep_bytes;
+    d["direct_max_batch"] = t.direct_max_batch;
+    d["direct_max_rows"] = t.direct_max_rows;
+    d["min_work_per_thread"] = t.min_work_per_thread;
+    d["team_min_fmas"] = t.team_min_fmas;
+    d["spin_ns"] = t.spin_ns;
+    return d;
+  });
+  m.def("detected_caches", []() {
+    const CacheSizes c = DetectCaches();
+    return py::make_tuple(c.l1d, c.l2, c.l3, c.l1d_from, c.l2_from, c.l3_from);
+  });
+  m.def("retune", [](int64_t l1d, int64_t l2, int64_t l3) {
+    if (l1d < 0 || l2 < 0 || l3 < 0) throw py::value_error("retune: cache sizes must be >= 0 bytes (0: detected)");
+    Retune(l1d, l2, l3);
+  }, py::arg("l1d_bytes") = 0, py::arg("l2_bytes") = 0, py::arg("l3_bytes") = 0);
+  // how the backward's large products are made (tuning.hpp: GemmPath)
+  m.def("set_gemm_path", [](const std::string& p) {
+    if (p == "auto") SetGemmPath(GemmPath::kAuto);
+    else if (p == "own") SetGemmPath(GemmPath::kOwn);
+    else if (p == "blas") SetGemmPath(GemmPath::kBlas);
+    else throw py::value_error("gemm path must be 'auto', 'own' or 'blas', got '" + p + "'");
+  }, py::arg("path"));
+  m.def("gemm_path", []() {
+    const GemmPath p = GetGemmPath();
+    return std::string(p == GemmPath::kOwn ? "own" : p == GemmPath::kBlas ? "blas" : "auto");
+  });
+  m.def("gemm_choices", &GemmChoices);
+  m.def("clear_gemm_choices", &ClearGemmChoices);
   m.attr("compiler") = py::str(
 #if defined(__clang__)
       "clang " __clang_version__

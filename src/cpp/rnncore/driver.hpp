@@ -275,7 +275,7 @@ inline void Ask(const T* p, int64_t n, bool write = false) {
 // cached, and asking would only cost instructions (clockwork at
 // (200,16,64,64) ran 10% slower with it).
 template <typename T>
-inline bool AskTapes(int64_t n) { return n * static_cast<int64_t>(sizeof(T)) > (int64_t(1) << 20); }
+inline bool AskTapes(int64_t n) { return n * static_cast<int64_t>(sizeof(T)) > Tune().tape_ask_bytes; }
 
 // Asks L2 for the share [from, to) of `of` of the n elements at p: the
 // input projection's next K chunk of packed weights, a share per row tile
@@ -461,8 +461,9 @@ inline void RecAcc(const FwdCtx<T>& c, int s, const T* const* rows, const T* wp,
 // blocks) keep the pass.
 inline bool FusedProj(CellKind kind, int B, int64_t wbytes) {
   if (kind == CellKind::kGru || kind == CellKind::kClockwork) return false;
-  if (wbytes <= (int64_t(1) << 20)) return B >= 8;
-  return wbytes <= (int64_t(16) << 20) && B >= 32;
+  const Tuning& tu = Tune();
+  if (wbytes <= tu.fused_l2_bytes) return B >= 8;
+  return wbytes <= tu.fused_l3_bytes && B >= 32;
 }
 
 template <typename T>
@@ -533,16 +534,17 @@ inline void BackProd(const BwdCtx<T>& c, int s, int r0, int K, const T* wp, Vec<
 }
 
 // K chunk of the input projection: the packed weights of one chunk of one
-// block, 256 KB, stay in L2 with the row panel's inputs while every row tile
+// block, a quarter of L2 (Tuning::proj_chunk_bytes), stay in L2 with the row panel's inputs while every row tile
 // passes over them (AskAhead brings the next chunk). Chunks of 16 KB, kept
 // in L1, measured slower: each chunk of each tile adds its sums into the
 // outputs in memory, and at (50,64,512,512) an LSTM's projection then ran
 // 15% slower than its recurrent product; whole-K chunks made the LSTM
 // inference 8-12% faster at the two largest sizes.
-template <typename T, int G>
-constexpr int ProjChunk() {
-  constexpr int k = static_cast<int>((256 << 10) / sizeof(T)) / (G * Vec<T>::kW) / 8 * 8;
-  return k < 8 ? 8 : k;
+// (Measured on Zen 5, 1 MB L2, with 256 KB chunks.)
+template <typename T>
+inline int ProjChunk(int G) {
+  const int64_t k = Tune().proj_chunk_bytes / static_cast<int64_t>(sizeof(T)) / (G * Vec<T>::kW) / 8 * 8;
+  return k < 8 ? 8 : (k > (1 << 20) ? (1 << 20) : static_cast<int>(k));
 }
 
 // out[r] (+)= rows[r][k0 : k0+kn] . wp[k0 : k0+kn] for one tile of R rows
@@ -622,14 +624,15 @@ void InputProj(const FwdCtx<T>& c, const T* pih, int I, int64_t N, int b0, int b
       ProjTile<T, PG, R>(rows, k0, kn, wp, outs, stride, n, k0 > 0);
     });
   };
-  constexpr int KC = ProjChunk<T, G == 1 ? 2 : G>();
+  const int KC = ProjChunk<T>(G == 1 ? 2 : G);
   // Over several K chunks, panels of rows whose inputs (P x I) stay in L2
   // while every block's chunks pass over them, so that the outputs, written
   // and read back once per chunk, stay in cache too. With one chunk nothing
   // is read back, and panels would only stream every block's weights again
   // per panel: all rows then form one (LSTM inference at (25,16,1024,1024),
   // 96-row panels: 41.0 ms, one: 38.9).
-  const int64_t fit = (int64_t(384) << 10) / (static_cast<int64_t>(I) * sizeof(T)) / 48 * 48;
+  // (3/8 of L2: 384 KB on the 1 MB L2 it was measured on.)
+  const int64_t fit = Tune().proj_panel_bytes / (static_cast<int64_t>(I) * sizeof(T)) / 48 * 48;
   const int64_t P = I <= KC ? N : (fit < 48 ? 48 : fit);
   for (int64_t p0 = 0; p0 < N; p0 += P) {
     const int64_t pn = N - p0 < P ? N - p0 : P;
@@ -663,12 +666,11 @@ inline int64_t Round64(int64_t n) {
 }
 
 // The scratch of a direct-mode call, kept by the calling thread between calls
-// so that a streamed step pays no malloc; larger requests than kKeep bytes
-// are not kept and come from `own`.
+// so that a streamed step pays no malloc; requests larger than L2
+// (Tuning::direct_keep_bytes) are not kept and come from `own`.
 template <typename T>
 T* DirectScratch(int64_t n, Buffer<T>* own) {
-  constexpr int64_t kKeep = int64_t(1) << 20;
-  if (n * static_cast<int64_t>(sizeof(T)) > kKeep) return own->Alloc(n);
+  if (n * static_cast<int64_t>(sizeof(T)) > Tune().direct_keep_bytes) return own->Alloc(n);
   thread_local Buffer<T> kept;
   thread_local int64_t cap = 0;
   if (n > cap) {
@@ -699,7 +701,7 @@ void Forward(const FwdArgs<T>& a) {
   const bool simple = kind == CellKind::kLstm || kind == CellKind::kRnnTanh ||
                       kind == CellKind::kRnnRelu || kind == CellKind::kLeaky ||
                       (gru && a.cell.reset_after);
-  const bool direct = simple && B <= 4 && N <= 32;
+  const bool direct = simple && B <= Tune().direct_max_batch && N <= Tune().direct_max_rows;
 
   // Scratch: gates (inference), biases, the direct product, the state. A
   // direct call takes it from its thread's kept region (no malloc a step).
@@ -926,22 +928,28 @@ void PackColPairs(const T* b, int ldb, int kn, int n, T* out) {
 // broadcast) rather than BLAS: K is taken in chunks, B's chunk packed by
 // column blocks (one pair's panel stays in L1) per thread; A^T is read in
 // place (ProdT); threads share out the rows of C.
+// K chunk of OwnGemm: L2 / 16 of packed B per pair's chunk (Tuning::
+// gemm_chunk_bytes). On Zen 5's 1 MB L2, chunks of 16 KB added each chunk's
+// sums into C in memory too often (dx at (25,16,1024,1024) has K = 4096),
+// chunks of 256 KB, InputProj's, were slower at (50,64,512,512). LSTM
+// training steps, one thread: (25,16,1024,1024) 139.8 ms with 16 KB,
+// 115.5 with 64 KB; (50,64,512,512) 198.8 and 192.0; 260 with 256 KB.
+template <typename T>
+inline int OwnGemmChunk() {
+  const int64_t k = Tune().gemm_chunk_bytes / static_cast<int64_t>(sizeof(T)) / (2 * Vec<T>::kW) / 8 * 8;
+  return k < 8 ? 8 : (k > (1 << 20) ? (1 << 20) : static_cast<int>(k));
+}
+
 template <typename T>
 void OwnGemm(bool ta, int m, int n, int k, const T* a, int lda, const T* b, int ldb, T beta, T* c,
              int ldc, int threads) {
   constexpr int W = Vec<T>::kW;
-  // 64 KB of packed B per pair's chunk. Chunks of 16 KB add each chunk's
-  // sums into C in memory too often (dx at (25,16,1024,1024) has K = 4096),
-  // chunks of 256 KB, InputProj's, were slower at (50,64,512,512). LSTM
-  // training steps, one thread: (25,16,1024,1024) 139.8 ms with 16 KB,
-  // 115.5 with 64 KB; (50,64,512,512) 198.8 and 192.0; 260 with 256 KB.
-  constexpr int KC = static_cast<int>(65536 / sizeof(T)) / (2 * W) / 8 * 8 < 8
-                         ? 8 : static_cast<int>(65536 / sizeof(T)) / (2 * W) / 8 * 8;
+  const int KC = OwnGemmChunk<T>();
   const int nblk = (n + W - 1) / W;
   const bool add_first = beta != T(0);
   const int64_t fmas = static_cast<int64_t>(m) * n * k;
   int nt = threads < 1 ? 1 : threads;
-  if (fmas < (int64_t(8) << 20)) nt = 1;  // as Gemm: a team only for large products
+  if (fmas < Tune().team_min_fmas) nt = 1;  // as Gemm: a team only for large products
   if (nt > m) nt = m;
   nt = TeamOrSolo(nt);
   RunTeam(nt, [&](int tid, int nteam) {
@@ -982,12 +990,63 @@ void OwnGemm(bool ta, int m, int n, int k, const T* a, int lda, const T* b, int 
   });
 }
 
-// The backward's large products (alpha 1, beta 0 or 1): rnncore's tiles on
-// wide ISAs, BLAS otherwise.
+inline int CeilLog2(int64_t v) {
+  int b = 0;
+  while ((int64_t(1) << b) < v) ++b;
+  return b;
+}
+
+// The backward's large products (alpha 1, beta 0 or 1) by rnncore's tiles
+// (OwnGemm) or BLAS. Which is faster depends on the machine (its caches, its
+// OpenBLAS kernels) and the shape, so by default the first product of a
+// shape class (transpose, type, ISA, threads, m n k to the next power of
+// two) is preceded by a trial: both paths make the product of the first K
+// rows of the real operands into scratch, three times each in turns, and the
+// path with the better best time makes every product of the class for the
+// life of the process (results do not depend on the trial: a class's
+// products all take one path). The trial's K is whole OwnGemm chunks and
+// about 2^28 multiply-adds (capped at the product's), so that both paths meet
+// their steady state, and costs about one product once per class.
+// RNNCORE_GEMM (SetGemmPath) forces one path.
+template <typename T>
+bool UseOwnGemm(bool ta, int m, int n, int k, const T* a, int lda, const T* b, int ldb, T beta, int threads) {
+  if (k <= 0 || !(beta == T(0) || beta == T(1))) return false;
+  const GemmPath path = GetGemmPath();
+  if (path != GemmPath::kAuto) return path == GemmPath::kOwn;
+  if (!BlasBound()) return true;  // the fallback loops are no match
+  if (Vec<T>::kW < 4) return false;  // no vector tiles to speak of
+  char key[160];
+  std::snprintf(key, sizeof(key), "%s %s %s m=2^%d n=2^%d k=2^%d threads=%d", RNNCORE_ISA_NAME,
+                sizeof(T) == 4 ? "f32" : "f64", ta ? "A^T B" : "A B", CeilLog2(m), CeilLog2(n),
+                CeilLog2(k), threads);
+  const int seen = LookupGemmChoice(key);
+  if (seen >= 0) return seen == 0;
+  const int64_t kc = OwnGemmChunk<T>(), mn = static_cast<int64_t>(m) * n;
+  int64_t kt = ((int64_t(1) << 28) / (mn > 0 ? mn : 1) + kc - 1) / kc * kc;
+  if (kt > k) kt = k;
+  Buffer<T> scratch;
+  T* cs = scratch.Alloc(mn, true);
+  double own_ns = 1e300, blas_ns = 1e300;
+  for (int rep = 0; rep < 3; ++rep) {
+    const bool own_first = rep % 2 == 0;  // neither always meets B warm
+    for (int side = 0; side < 2; ++side) {
+      const bool own = (side == 0) == own_first;
+      const int64_t t0 = SteadyNanos();
+      if (own) OwnGemm<T>(ta, m, n, static_cast<int>(kt), a, lda, b, ldb, beta, cs, n, threads);
+      else Gemm<T>(ta, false, m, n, static_cast<int>(kt), T(1), a, lda, b, ldb, beta, cs, n, threads);
+      const double ns = static_cast<double>(SteadyNanos() - t0);
+      double& best = own ? own_ns : blas_ns;
+      best = ns < best ? ns : best;
+    }
+  }
+  RecordGemmChoice(key, own_ns, blas_ns);
+  return LookupGemmChoice(key) == 0;
+}
+
 template <typename T>
 void BigGemm(bool ta, int m, int n, int k, const T* a, int lda, const T* b, int ldb, T beta, T* c,
              int ldc, int threads) {
-  if (Vec<T>::kW >= 4 && k > 0 && (beta == T(0) || beta == T(1)))
+  if (UseOwnGemm<T>(ta, m, n, k, a, lda, b, ldb, beta, threads))
     OwnGemm<T>(ta, m, n, k, a, lda, b, ldb, beta, c, ldc, threads);
   else
     Gemm<T>(ta, false, m, n, k, T(1), a, lda, b, ldb, beta, c, ldc, threads);

@@ -3,6 +3,7 @@
 #include "rnncore/gemm.hpp"
 
 #include "rnncore/threading.hpp"
+#include "rnncore/tuning.hpp"
 
 #include <dlfcn.h>
 
@@ -90,7 +91,7 @@ void Gemm(bool ta, bool tb, int m, int n, int k, T alpha, const T* a, int lda, c
   const int64_t work = static_cast<int64_t>(m) * n * (k > 0 ? k : 1);
   int nt = threads < 1 ? 1 : threads;
   if (nt > m / 16) nt = m / 16;
-  if (work < (int64_t(1) << 23)) nt = 1;  // under ~0.1 ms of work a team costs more than it saves
+  if (work < Tune().team_min_fmas) nt = 1;  // under ~0.1 ms of work a team costs more than it saves
   nt = TeamOrSolo(nt);
   if (nt <= 1) {
     GemmSerial(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);

@@ -1,6 +1,8 @@
 // Team sizing for the time loop (see threading.hpp).
 #include "rnncore/threading.hpp"
 
+#include "rnncore/tuning.hpp"
+
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
@@ -16,10 +18,16 @@
 namespace rnncore {
 namespace {
 // Below about this many multiply-adds per thread and step, a second thread
-// costs more in barrier time than it saves. Measured at (200,16,64,64) on an
-// AVX-512 part: GRU (196K a step) runs 1.2x faster on two threads than on
-// one, skip with two delays (131K) 1.3x slower, Elman (65K) 1.5x slower.
-std::atomic<std::int64_t> g_min_work{3 << 15};
+// costs more in barrier time than it saves (Tuning::min_work_per_thread; 0:
+// its value). Measured at (200,16,64,64) on an AVX-512 part: GRU (196K a
+// step) runs 1.2x faster on two threads than on one, skip with two delays
+// (131K) 1.3x slower, Elman (65K) 1.5x slower.
+std::atomic<std::int64_t> g_min_work{0};
+
+std::int64_t MinWork() {
+  const std::int64_t w = g_min_work.load(std::memory_order_relaxed);
+  return w > 0 ? w : Tune().min_work_per_thread;
+}
 
 // The one-thread stretch after a contended team call (see NoteTeamCall).
 constexpr int kFirstStretch = 4, kLongestStretch = 256;
@@ -58,8 +66,6 @@ void FutexWakeAll(std::atomic<uint32_t>* addr) {
 #endif
 }
 
-// Spin iterations before sleeping: a few microseconds.
-constexpr int kSpins = 4000;
 }  // namespace
 
 void StepBarrier::Wait() {
@@ -72,9 +78,13 @@ void StepBarrier::Wait() {
     if (sleepers_.load(std::memory_order_seq_cst) > 0) FutexWakeAll(&generation_);
     return;
   }
-  for (int i = 0; i < kSpins; ++i) {
+  // Spin for Tuning::spin_ns by the clock, looking at it every 64 pauses
+  // (a pause takes 10 to 150 cycles, by core).
+  const int64_t until = SteadyNanos() + Tune().spin_ns;
+  for (int i = 1;; ++i) {
     if (generation_.load(std::memory_order_acquire) != gen) return;
     CpuRelax();
+    if ((i & 63) == 0 && SteadyNanos() > until) break;
   }
   sleepers_.fetch_add(1, std::memory_order_seq_cst);
   while (generation_.load(std::memory_order_seq_cst) == gen) FutexWait(&generation_, gen);
@@ -84,7 +94,7 @@ void StepBarrier::Wait() {
 int ChooseTeam(int requested, int blocks, int64_t work) {
   int nt = requested < 1 ? 1 : requested;
   if (nt > blocks) nt = blocks;
-  const int64_t by_work = work / g_min_work.load();
+  const int64_t by_work = work / MinWork();
   if (by_work < nt) nt = by_work < 1 ? 1 : static_cast<int>(by_work);
   return TeamOrSolo(nt);
 }
@@ -177,7 +187,7 @@ bool HaveOpenMP() {
 #endif
 }
 
-std::int64_t MinWorkPerThread() { return g_min_work.load(); }
+std::int64_t MinWorkPerThread() { return MinWork(); }
 void SetMinWorkPerThread(std::int64_t w) { g_min_work.store(w < 1 ? 1 : w); }
 
 }  // namespace rnncore

@@ -12,7 +12,7 @@ except ImportError as e:  # pragma: no cover - shown only on a broken install
     ) from e
 
 from .runtime import (available_isas, get_isa, get_num_threads, runtime_info,
-                      set_num_threads, show_runtime)
+                      set_num_threads, show_runtime, tuning_info)
 from .layers import GRU, LSTM, RNN, ClockworkRNN, LeakyRNN, SkipRNN
 from .modules import Dropout, Linear
 from .model import History, NonFiniteError, Sequential
@@ -23,6 +23,6 @@ __all__ = [
     "LSTM", "GRU", "RNN", "LeakyRNN", "SkipRNN", "ClockworkRNN",
     "Linear", "Dropout", "Sequential", "History", "NonFiniteError",
     "losses", "optim", "callbacks", "diagnostics", "load", "load_checkpoint", "from_torch",
-    "set_num_threads", "get_num_threads", "show_runtime", "runtime_info",
+    "set_num_threads", "get_num_threads", "show_runtime", "runtime_info", "tuning_info",
     "available_isas", "get_isa", "__version__",
 ]

@@ -92,7 +92,7 @@ void ClockInputProj(const FwdCtx<T>& c, const T* pih, int I, int b0, int b1) {
   const int H = c.H, Tn = c.a->pb.T, B = c.B;
   const Seq<const T>& x = c.a->x;
   const bool time_major = x.sb == 1;  // rows t*B + b, else b*T + t
-  constexpr int KC = ProjChunk<T, 1>();  // K chunks as InputProj takes them
+  const int KC = ProjChunk<T>(1);  // K chunks as InputProj takes them
   for (int k0 = 0; k0 < I; k0 += KC) {
   const int kn = MinI(KC, I - k0);
   for (int blk = b0; blk < b1; ++blk) {

@@ -2,7 +2,9 @@
 // RNNCORE_VEC_HEADER and RNNCORE_TABLE_FN, then includes this file: the driver
 // and cells compile here with that unit's flags, inside their own namespace so
 // no inline function of one ISA can stand in for another's at link time.
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -12,6 +14,7 @@
 #include "rnncore/api.hpp"
 #include "rnncore/gemm.hpp"
 #include "rnncore/threading.hpp"
+#include "rnncore/tuning.hpp"
 #include "rnncore/simd/tanh_rational.hpp"
 
 namespace rnncore {
