@@ -81,13 +81,19 @@ def output_gap(layer, module, x) -> float:
     return float(np.max(np.abs(np.asarray(y_rc) - y_t.numpy())))
 
 
-def bench_one(cell, mode, size, threads, repeats, min_time, warmup_time):
+def bench_one(cell, mode, size, threads, repeats, min_time, warmup_time, extra=None):
+    """Return (rc_ms, torch_ms, gap): arrays of samples in ms and max |y_rc - y_torch|.
+
+    extra(layer, x) -> [calls]: more sides on the same layer and input, timed in
+    the same rounds; with it, the list of their sample arrays comes fourth.
+    """
     set_threads(threads)
     layer, module, x, dy = make_pair(cell, size)
     gap = output_gap(layer, module, x)
     rc_call, torch_call = make_calls(layer, module, x, dy, mode)
-    rc_ms, torch_ms = alternate([rc_call, torch_call], repeats, min_time, warmup_time)
-    return rc_ms, torch_ms, gap
+    more = extra(layer, x) if extra is not None else []
+    rc_ms, torch_ms, *more_ms = alternate([rc_call, torch_call] + more, repeats, min_time, warmup_time)
+    return (rc_ms, torch_ms, gap) + ((more_ms,) if extra is not None else ())
 
 
 def main(argv=None) -> int:

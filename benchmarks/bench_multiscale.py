@@ -168,11 +168,14 @@ def torch_sides(cell: str):
     return [("torch", SEQ_FUNCS[cell]), ("jit", jit_func(cell))]
 
 
-def make_calls(cell: str, size, mode: str):
-    """Return (rnncore_call, [torch_calls], rnncore_elman_call, gap)."""
+def make_calls(cell: str, size, mode: str, layer=None, data=None):
+    """Return (rnncore_call, [torch_calls], rnncore_elman_call, gap).
+
+    `layer` and `data` ((x, dy)) default to a fresh CELLS[cell] layer and make_data(size).
+    """
     T, B, I, H = size
-    layer = CELLS[cell](I, H)
-    x, dy = make_data(size)
+    layer = CELLS[cell](I, H) if layer is None else layer
+    x, dy = make_data(size) if data is None else data
     train = mode == "train"
     fwd = torch_forward(cell, layer, size, grad=train)
     sides = torch_sides(cell)
@@ -214,15 +217,23 @@ def make_calls(cell: str, size, mode: str):
     return rc_call, torch_calls, elman_call, gap
 
 
-def bench_one(cell, mode, size, threads, repeats, min_time, warmup_time):
-    """Return (rc_ms, [torch_ms...], elman_ms or None, gap): arrays of samples in ms."""
+def bench_one(cell, mode, size, threads, repeats, min_time, warmup_time, extra=None):
+    """Return (rc_ms, [torch_ms...], elman_ms or None, gap): arrays of samples in ms.
+
+    extra(layer, x) -> [calls]: more sides on the same layer and input, timed in
+    the same rounds; with it, the list of their sample arrays comes fifth.
+    """
     set_threads(threads)
-    rc_call, torch_calls, elman_call, gap = make_calls(cell, size, mode)
-    calls = [rc_call] + torch_calls + ([elman_call] if elman_call else [])
+    T, B, I, H = size
+    layer, data = CELLS[cell](I, H), make_data(size)
+    rc_call, torch_calls, elman_call, gap = make_calls(cell, size, mode, layer, data)
+    more = extra(layer, data[0]) if extra is not None else []
+    calls = [rc_call] + torch_calls + more + ([elman_call] if elman_call else [])
     times = alternate(calls, repeats, min_time, warmup_time)
-    rc_ms, torch_ms = times[0], times[1:1 + len(torch_calls)]
+    n = len(torch_calls)
+    rc_ms, torch_ms, more_ms = times[0], times[1:1 + n], times[1 + n:1 + n + len(more)]
     elman_ms = times[-1] if elman_call else rc_ms
-    return rc_ms, torch_ms, elman_ms, gap
+    return (rc_ms, torch_ms, elman_ms, gap) + ((more_ms,) if extra is not None else ())
 
 
 def main(argv=None) -> int:

@@ -4,12 +4,18 @@
     python benchmarks/run.py --quick                 # fewer repeats, first two sizes
     python benchmarks/run.py --threads 2 --cells lstm gru --modes train --json out.json
     python benchmarks/run.py --parts stream memory   # only some parts
+    python benchmarks/run.py --no-ort                # without the onnxruntime side
 
 rnncore and PyTorch run in one process with the same thread count
 (rc.set_num_threads and torch.set_num_threads), the same weights (copied from
 the rnncore layer), inputs and sizes; every side is warmed up, the sides take
 turns round by round (the starting side rotates), and each figure is the
 median of the samples (a sample = back-to-back calls lasting >= --min-time).
+
+onnxruntime is an optional third side (ort), for inference of lstm, gru and
+elman in the grid: `pip install ".[bench]"` installs onnx and onnxruntime.
+Without them (or with --no-ort) that side and its checks are left out, with
+one line saying so, and the rest runs as before.
 
 Parts (--parts; all by default):
 
@@ -21,6 +27,14 @@ grid    cell x mode x size x threads.  Cells: lstm, gru, elman against
         inference (forward, no tape / no_grad) and train (forward + BPTT down
         to dx and every parameter gradient).  For the loop cells rnncore's own
         Elman layer of the same size is timed in the same rounds (/elman).
+        Inference rows of lstm, gru and elman also time onnxruntime (ort), in
+        the same rounds: one ONNX LSTM / GRU / RNN node (opset 17, default
+        domain) holding the rnncore layer's weights (gate blocks reordered to
+        ONNX's i,o,f,c and z,r,h; B = [b_ih, b_hh]; GRU linear_before_reset=1
+        for reset_after=True), on a session with intra_op_num_threads = the
+        row's threads, inter_op_num_threads = 1, no spinning and all graph
+        optimisations.  Its output is checked once per row against rnncore's
+        (max abs difference <= 1e-4, or the run stops with an error).
         Sizes (T, B, I, H): 100,1,32,128  200,16,64,64  100,32,128,256
         50,64,512,512  25,16,1024,1024.
 sgemm   the BLAS reference: C = A @ B.T, A (4096, 512), B (2048, 512) float32,
@@ -64,11 +78,12 @@ Clockwork is counted as the dense H x H product the torch loop computes
 GFLOP/s = FLOPs / rnncore median time; %sgemm = that / sgemm GFLOP/s at the
 same thread count.
 
-Columns: rnncore ms, torch ms, jit ms (loop cells) are medians per call;
-torch/rc and jit/rc > 1 mean rnncore is faster; /elman is the loop cell's
-time over rnncore's Elman at the same size, mode and threads; iqr% the largest
-inter-quartile range / median over the sides (* above 10%: busy machine);
-y diff = max |y_rnncore - y_torch| with the same weights.
+Columns: rnncore ms, torch ms, jit ms (loop cells) and ort ms (onnxruntime;
+'-' where it does not run) are medians per call; torch/rc, jit/rc and ort/rc
+> 1 mean rnncore is faster; /elman is the loop cell's time over rnncore's
+Elman at the same size, mode and threads; iqr% the largest inter-quartile
+range / median over the sides (* above 10%: busy machine); y diff = max
+|y_rnncore - y_torch| with the same weights (the JSON has ort_y_diff too).
 
 The summary checks these targets and marks each PASS or MISS; a target's
 figure is the worst over the modes and thread counts run, and for the loop
@@ -81,6 +96,8 @@ cells the faster torch side (eager or jit) is the reference:
     50,64,512,512       1.0   1.2  1.2    1.5   and LSTM >= 85% of sgemm
     25,16,1024,1024     1.0   1.2  1.2    1.5   and LSTM >= 85% of sgemm
 
+    lstm and gru inference >= 1.0x onnxruntime (ort/rc) at every grid size run,
+    when the ort side runs;
     loop cells' train step <= 1.3x rnncore's Elman train step (same size);
     2 threads >= 1.6x faster than 1 thread at the two largest sizes;
     streaming LSTM step <= 5 us; training peak memory <= torch's;
@@ -138,6 +155,17 @@ ELMAN_TARGET = 1.3  # loop-cell train step / rnncore Elman train step, at most
 SCALING_TARGET = 1.6  # 1-thread time / 2-thread time at LARGE_SIZES, at least
 STREAM_TARGET_US = 5.0
 LOAD_TARGET = 1.5  # rnncore default threads / 1 thread under load, at most
+ORT_TARGET = 1.0  # LSTM and GRU inference: onnxruntime time / rnncore time, at least
+
+# The onnxruntime side: grid cell -> ONNX op (default domain), for inference rows only.
+ORT_CELLS = {"lstm": "LSTM", "gru": "GRU", "elman": "RNN"}
+# LSTM, GRU and RNN mean the same since opset 14; a fixed version keeps the graph
+# the same whatever onnx is installed, and every recent onnxruntime runs it.
+ONNX_OPSET = 17
+# The ONNX op's gate blocks as indices into rnncore's (PyTorch's) order:
+# LSTM i,f,g,o -> ONNX i,o,f,c;  GRU r,z,n -> ONNX z,r,h.
+ONNX_GATES = {"LSTM": (0, 3, 1, 2), "GRU": (1, 0, 2), "RNN": (0,)}
+ORT_ATOL = 1e-4  # max |y_ort - y_rnncore|, float32; the grid's cells (tanh) give outputs in [-1, 1]
 
 
 def fmt_size(size) -> str:
@@ -190,7 +218,7 @@ def cpu_info() -> dict:
             "physical_cores": len(phys) or None, "arch": platform.machine()}
 
 
-def machine_info(args) -> dict:
+def machine_info(args, ort=None) -> dict:
     try:
         rt = rc.runtime_info()
     except Exception as e:  # pragma: no cover - older builds
@@ -204,7 +232,9 @@ def machine_info(args) -> dict:
         "command": " ".join([os.path.relpath(sys.argv[0])] + sys.argv[1:]),
         "cpu": cpu_info(), "os": platform.platform(), "load_average_at_start": load,
         "versions": {"rnncore": getattr(rc, "__version__", "?"), "torch": torch.__version__,
-                     "numpy": np.__version__, "python": platform.python_version()},
+                     "numpy": np.__version__, "python": platform.python_version(),
+                     "onnx": ort[0].__version__ if ort else None,
+                     "onnxruntime": ort[1].__version__ if ort else None},
         "rnncore_runtime": rt,
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
         "settings": vars(args),
@@ -213,7 +243,8 @@ def machine_info(args) -> dict:
 
 def print_machine(info: dict, repeats: int, min_time: float) -> None:
     v, c = info["versions"], info["cpu"]
-    print(f"rnncore {v['rnncore']}   torch {v['torch']}   numpy {v['numpy']}   python {v['python']}")
+    ort_v = f"   onnxruntime {v['onnxruntime']} (onnx {v['onnx']})" if v.get("onnxruntime") else ""
+    print(f"rnncore {v['rnncore']}   torch {v['torch']}{ort_v}   numpy {v['numpy']}   python {v['python']}")
     rt = info["rnncore_runtime"]
     print(f"{c['model']}; {c['logical_cpus']} logical CPUs ({c['usable_cpus']} usable, "
           f"{c['physical_cores']} cores); rnncore isa {rt.get('isa', '?')}, default threads "
@@ -254,42 +285,144 @@ def bench_sgemm(threads_list, repeats, min_time, warmup_time, shape=GEMM_SHAPE) 
     return out
 
 
+# --------------------------------------------------------------------------- onnxruntime
+
+
+def load_ort():
+    """(onnx, onnxruntime, None) if both import, else (None, None, why not)."""
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as e:
+        return None, None, str(e)
+    return onnx, onnxruntime, None
+
+
+def onnx_model(onnx, layer):
+    """One ONNX LSTM, GRU or RNN node holding `layer`'s weights.
+
+    Input X (T, B, I) float32, output Y (T, 1, B, H), zero initial state, as
+    ``layer(x)``. Weights are copied: later changes to ``layer.params`` are not seen.
+    """
+    helper = onnx.helper
+    if isinstance(layer, rc.LSTM):
+        op, attrs = "LSTM", {}
+        if layer.peephole:
+            raise ValueError("onnx_model: LSTM(peephole=True) is not supported")
+    elif isinstance(layer, rc.GRU):
+        # reset_after=True (PyTorch's GRU) applies r after W_hn h + b_hn: linear_before_reset=1
+        op, attrs = "GRU", {"linear_before_reset": int(layer.reset_after)}
+    elif type(layer) is rc.RNN:
+        op, attrs = "RNN", {"activations": [layer.nonlinearity.capitalize()]}
+    else:
+        raise TypeError(f"onnx_model: no ONNX op for {type(layer).__name__} (LSTM, GRU and RNN have one)")
+    if layer.num_layers != 1 or layer.bidirectional or layer.batch_first:
+        raise ValueError("onnx_model: one layer, one direction, time-major only")
+    I, H, order = layer.input_size, layer.hidden_size, list(ONNX_GATES[op])
+    G = len(order)
+
+    def gates(name):  # (G*H, ...) in rnncore's gate order -> (1, G*H, ...) in ONNX's
+        a = np.asarray(layer.params[name], dtype=np.float32)
+        return a.reshape((G, H) + a.shape[1:])[order].reshape((1, G * H) + a.shape[1:])
+
+    inits = [("W", gates("weight_ih_l0")), ("R", gates("weight_hh_l0"))]
+    if layer.bias:  # B = [W_b, R_b], (1, 2*G*H)
+        inits.append(("B", np.concatenate([gates("bias_ih_l0"), gates("bias_hh_l0")], axis=1)))
+    node = helper.make_node(op, ["X"] + [name for name, _ in inits], ["Y"], hidden_size=H, **attrs)
+    graph = helper.make_graph(
+        [node], f"rnncore_{op.lower()}",
+        [helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, ["T", "B", I])],
+        [helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, ["T", 1, "B", H])],
+        initializer=[onnx.numpy_helper.from_array(np.ascontiguousarray(a), name) for name, a in inits])
+    opset = helper.make_opsetid("", ONNX_OPSET)
+    model = helper.make_model(graph, opset_imports=[opset], producer_name="rnncore benchmarks",
+                              ir_version=helper.find_min_ir_version_for([opset]))
+    onnx.checker.check_model(model)
+    return model
+
+
+def ort_session(ort, model, threads: int):
+    """An onnxruntime CPU session on `threads` threads that does not spin between calls."""
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def ort_call(mods, layer, x, threads: int):
+    """(call, gap): one onnxruntime inference of `layer` on x, and max |y_ort - y_rnncore|.
+
+    Raises RuntimeError if the outputs differ by more than ORT_ATOL.
+    """
+    onnx, ort = mods
+    sess = ort_session(ort, onnx_model(onnx, layer), threads)
+    feed = {"X": np.ascontiguousarray(x, dtype=np.float32)}
+    y_ort = sess.run(["Y"], feed)[0]
+    y_rc = np.asarray(layer(x)[0])
+    if y_ort.shape != (y_rc.shape[0], 1) + y_rc.shape[1:]:
+        raise RuntimeError(f"onnxruntime's Y is {y_ort.shape}, expected {(y_rc.shape[0], 1) + y_rc.shape[1:]}")
+    gap = float(np.max(np.abs(y_ort[:, 0] - y_rc)))
+    if not gap <= ORT_ATOL:  # NaN fails too
+        raise RuntimeError(f"onnxruntime and rnncore disagree for {type(layer).__name__}"
+                           f"({layer.input_size}, {layer.hidden_size}) at x {x.shape}, threads={threads}: "
+                           f"max |y_ort - y_rnncore| = {gap:.3g} > {ORT_ATOL:g}")
+    return (lambda: sess.run(["Y"], feed)), gap
+
+
 # --------------------------------------------------------------------------- grid
 
 GRID_HEADER = (f"{'cell':<9} {'mode':<9} {'T':>4} {'B':>4} {'I':>5} {'H':>5} {'thr':>3} "
-               f"{'rnncore ms':>11} {'torch ms':>10} {'jit ms':>10} {'torch/rc':>8} {'jit/rc':>7} "
+               f"{'rnncore ms':>11} {'torch ms':>10} {'jit ms':>10} {'ort ms':>10} {'torch/rc':>8} {'jit/rc':>7} "
+               f"{'ort/rc':>7} "
                f"{'GFLOP/s':>8} {'%sgemm':>7} {'/elman':>7} {'iqr%':>6} {'y diff':>8}")
 
 
-def bench_row(cell, mode, size, threads, repeats, min_time, warmup_time, sgemm) -> dict:
+def bench_row(cell, mode, size, threads, repeats, min_time, warmup_time, sgemm, ort=None) -> dict:
+    """One grid row. ort: (onnx, onnxruntime) to add the onnxruntime side to the
+    inference rows of ORT_CELLS, timed in the same rounds, or None."""
+    ort_gap = []
+    extra = None
+    if ort is not None and mode == "inference" and cell in ORT_CELLS:
+        def extra(layer, x):
+            call, g = ort_call(ort, layer, x, threads)
+            ort_gap.append(g)
+            return [call]
     if cell in GATED:
-        rc_ms, t_ms, gap = bench_gated.bench_one(cell, mode, size, threads, repeats, min_time, warmup_time)
+        rc_ms, t_ms, gap, *more = bench_gated.bench_one(cell, mode, size, threads, repeats, min_time,
+                                                        warmup_time, extra)
         torch_ms, jit_ms, elman_ms = t_ms, None, None
     else:
-        rc_ms, sides, elman_ms, gap = bench_multiscale.bench_one(cell, mode, size, threads, repeats,
-                                                                 min_time, warmup_time)
+        rc_ms, sides, elman_ms, gap, *more = bench_multiscale.bench_one(cell, mode, size, threads, repeats,
+                                                                        min_time, warmup_time, extra)
         torch_ms = sides[0]
         jit_ms = sides[1] if len(sides) > 1 else None
         if cell == "elman":
             elman_ms = None
+    ort_ms = more[0][0] if more else None
     rc_med, t_med = med(rc_ms), med(torch_ms)
     j_med = med(jit_ms) if jit_ms is not None else None
+    o_med = med(ort_ms) if ort_ms is not None else None
     fl = flops(cell, mode, size)
     gf = fl / (rc_med * 1e-3) / 1e9
     sg = sgemm.get(threads, {}).get("gflops")
     T, B, I, H = size
     row = {
         "cell": cell, "mode": mode, "T": T, "B": B, "I": I, "H": H, "threads": threads,
-        "rnncore_ms": rc_med, "torch_ms": t_med, "jit_ms": j_med,
+        "rnncore_ms": rc_med, "torch_ms": t_med, "jit_ms": j_med, "ort_ms": o_med,
         "torch_over_rnncore": t_med / rc_med,
         "jit_over_rnncore": j_med / rc_med if j_med is not None else None,
+        "ort_over_rnncore": o_med / rc_med if o_med is not None else None,
         "flops": fl, "rnncore_gflops": gf, "torch_gflops": fl / (t_med * 1e-3) / 1e9,
         "pct_sgemm": 100.0 * gf / sg if sg else None,
         "elman_ms": med(elman_ms) if elman_ms is not None else None,
-        "iqr_pct": max(spread(a) for a in [rc_ms, torch_ms] + [a for a in (jit_ms, elman_ms) if a is not None]),
-        "y_diff": gap,
+        "iqr_pct": max(spread(a) for a in [rc_ms, torch_ms] + [a for a in (jit_ms, ort_ms, elman_ms)
+                                                                if a is not None]),
+        "y_diff": gap, "ort_y_diff": ort_gap[0] if ort_gap else None,
         "samples_ms": {"rnncore": rc_ms.tolist(), "torch": torch_ms.tolist(),
                        "jit": None if jit_ms is None else jit_ms.tolist(),
+                       "ort": None if ort_ms is None else ort_ms.tolist(),
                        "elman": None if elman_ms is None else elman_ms.tolist()},
     }
     row["over_elman"] = row["rnncore_ms"] / row["elman_ms"] if row["elman_ms"] else None
@@ -302,7 +435,8 @@ def print_row(r: dict) -> None:
     flag = "*" if r["iqr_pct"] > 10.0 else " "
     print(f"{r['cell']:<9} {r['mode']:<9} {r['T']:>4} {r['B']:>4} {r['I']:>5} {r['H']:>5} {r['threads']:>3} "
           f"{r['rnncore_ms']:>11.3f} {r['torch_ms']:>10.3f} {opt(r['jit_ms'], 10, '.3f')} "
-          f"{r['torch_over_rnncore']:>8.2f} {opt(r['jit_over_rnncore'], 7, '.2f')} "
+          f"{opt(r['ort_ms'], 10, '.3f')} {r['torch_over_rnncore']:>8.2f} {opt(r['jit_over_rnncore'], 7, '.2f')} "
+          f"{opt(r['ort_over_rnncore'], 7, '.2f')} "
           f"{r['rnncore_gflops']:>8.2f} {opt(r['pct_sgemm'], 7, '.1f')} {opt(r['over_elman'], 7, '.2f')} "
           f"{r['iqr_pct']:>5.1f}{flag} {r['y_diff']:>8.1e}", flush=True)
 
@@ -528,6 +662,9 @@ def summarize(grid, stream, memory, load) -> list:
             grid_cells.append(r["cell"])
     grid_sizes = {(r["T"], r["B"], r["I"], r["H"]) for r in grid}
 
+    def grid_order(s):
+        return (SIZES.index(s) if s in SIZES else len(SIZES), s)
+
     for size, tg in RATIO_TARGETS.items():
         if size not in grid_sizes:
             continue
@@ -544,10 +681,17 @@ def summarize(grid, stream, memory, load) -> list:
             items = [(r["pct_sgemm"], at(r)) for r in rows_at("lstm", size)]
             add("lstm % of sgemm GFLOP/s", fmt_size(size), SGEMM_PCT_TARGET, items, True)
 
+    for cell in GATED:  # only where the ort side ran
+        for size in sorted(grid_sizes, key=grid_order):
+            items = [(r["ort_over_rnncore"], f"{r['threads']}thr") for r in rows_at(cell, size, "inference")
+                     if r["ort_ms"] is not None]
+            if items:
+                add(f"{cell} inference vs onnxruntime", fmt_size(size), ORT_TARGET, items, True)
+
     for cell in LOOP_CELLS:
         if cell not in grid_cells:
             continue
-        for size in sorted(grid_sizes, key=lambda s: (SIZES.index(s) if s in SIZES else len(SIZES), s)):
+        for size in sorted(grid_sizes, key=grid_order):
             items = [(r["over_elman"], f"{r['threads']}thr") for r in rows_at(cell, size, "train")]
             if items:
                 add(f"{cell} train / rnncore elman train", fmt_size(size), ELMAN_TARGET, items, False)
@@ -578,7 +722,7 @@ def summarize(grid, stream, memory, load) -> list:
 
 
 def print_summary(checks) -> None:
-    print("Summary: targets (ratios are median torch time / rnncore time unless stated; "
+    print("Summary: targets (ratios are median torch time / rnncore time, or onnxruntime's where stated; "
           "the worst over modes and threads decides)")
     if not checks:
         print("  no targets apply to what was run (the ratio targets are defined for the default sizes)")
@@ -610,6 +754,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                     help="what to run (default: all)")
     ap.add_argument("--json", metavar="OUT.json", help="write every row, the summary and the machine to a file")
+    ap.add_argument("--no-ort", action="store_true",
+                    help="leave out the onnxruntime side of the grid (default: on when onnx and "
+                         "onnxruntime are installed)")
     # For testing the script on a busy machine with tiny problems; not part of the interface.
     ap.add_argument("--gemm-shape", type=lambda s: tuple(int(v) for v in s.split(",")), default=GEMM_SHAPE,
                     help=argparse.SUPPRESS)
@@ -632,7 +779,18 @@ def main(argv=None) -> int:
                      f"got H = {', '.join(str(s[3]) for s in bad)}")
     signal.signal(signal.SIGTERM, _on_sigterm)
 
-    info = machine_info(args)
+    ort, ort_skip = None, None
+    if "grid" in args.parts and "inference" in args.modes and any(c in ORT_CELLS for c in cells):
+        if args.no_ort:
+            ort_skip = "off (--no-ort)"
+        else:
+            onnx_mod, ort_mod, why = load_ort()
+            if why is None:
+                ort = (onnx_mod, ort_mod)
+            else:
+                ort_skip = f"skipped: {why} (pip install \".[bench]\" adds onnx and onnxruntime)"
+
+    info = machine_info(args, ort)
     results = {"machine": info, "sgemm": [], "grid": [], "stream": [], "memory": [], "load": [],
                "summary": [], "complete": False}
     print_machine(info, repeats, min_time)
@@ -647,13 +805,16 @@ def main(argv=None) -> int:
         if "grid" in args.parts:
             print(f"grid   leaky: timescales {bench_multiscale.LEAKY_TIMESCALES}; skip: delays "
                   f"{bench_multiscale.SKIP_DELAYS}; clockwork: periods {bench_multiscale.CLOCKWORK_PERIODS}")
+            if ort_skip:
+                print(f"ort    the onnxruntime side is {ort_skip}")
             print(GRID_HEADER)
             print("-" * len(GRID_HEADER))
             for cell in cells:
                 for mode in args.modes:
                     for size in sizes:
                         for threads in args.threads:
-                            row = bench_row(cell, mode, size, threads, repeats, min_time, warmup_time, sgemm)
+                            row = bench_row(cell, mode, size, threads, repeats, min_time, warmup_time, sgemm,
+                                            ort)
                             results["grid"].append(row)
                             print_row(row)
             print()
@@ -663,6 +824,9 @@ def main(argv=None) -> int:
                   "(train = 3x inference).  %sgemm: of the sgemm GFLOP/s above, same threads.")
             print("/elman: time / rnncore's Elman time, same size, mode, threads.  iqr%: largest spread "
                   "(* > 10%: busy machine).  y diff: max |y_rnncore - y_torch|.")
+            if ort is not None:
+                print(f"ort: the ONNX LSTM/GRU/RNN op in onnxruntime (inference rows of lstm, gru, elman), same "
+                      f"weights; ort/rc > 1: rnncore is faster; y_ort checked against y_rnncore (<= {ORT_ATOL:g}).")
             print()
 
         if "stream" in args.parts:
