@@ -134,6 +134,24 @@ def test_one_and_two_threads_agree(cell_id):
         assert_close(g1, out[2]["grads"][0][k], np.float32, k)
 
 
+@pytest.mark.parametrize("name", rc.available_isas())
+def test_clockwork_team_sharing_every_group_matches_reference(name):
+    """H = 246 in three groups of 82 units: at least two unit blocks a thread
+    in every group on every ISA, so a team of two shares out each group's
+    blocks (the steps' work equal at every step) instead of splitting by
+    average cost; with 82 units a group, blocks straddle two groups."""
+    out = {}
+    with isa(name):
+        for n in (1, 2):
+            with threads(n):
+                out[n] = _run_both("clockwork", 12, 6, 5, 246, 1, True, True, True, np.float64, seed=21)
+                _check(out[n], np.float64)
+                _check(_run_both("clockwork", 9, 3, 7, 246, 2, False, True, False, np.float32, seed=22,
+                                 weight_scale=0.3), np.float32)
+    for key in ("y", "dx"):
+        assert_close(out[1][key][0], out[2][key][0], np.float64, key)
+
+
 @pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("cell_id", ["lstm", "gru", "gru_v1", "skip_1_3", "clockwork"])
 def test_large_products_match_reference(cell_id, n_threads):

@@ -820,6 +820,7 @@ void Forward(const FwdArgs<T>& a) {
     if (c.paired) OwnPairs(nblk, tid, nteam, &b0, &b1);
     else if (kind == CellKind::kClockwork) ClockOwnBlocks(a.cell, H, I, c.gs, W, nblk, ClockPart::kSteps, tid, nteam, &b0, &b1);
     else OwnBlocks(nblk, tid, nteam, &b0, &b1);
+    const bool clock_groups = kind == CellKind::kClockwork && !c.direct && ClockSharesGroups(c.gs, W, nblk, nteam);
     if (!c.direct && kind == CellKind::kClockwork && nteam > 1) {
       // Clockwork's packing (the same for every block), input projection and
       // steps differ in how their work spreads over the blocks: each is
@@ -864,7 +865,10 @@ void Forward(const FwdArgs<T>& a) {
         case CellKind::kRnnRelu: RnnFwdStep<T, true>(c, s, b0, b1, hp, hc); break;
         case CellKind::kLeaky: LeakyFwdStep(c, s, b0, b1, hp, hc); break;
         case CellKind::kSkip: SkipFwdStep(c, s, b0, b1); break;
-        case CellKind::kClockwork: ClockFwdStep(c, s, b0, b1, hp, hc); break;
+        case CellKind::kClockwork:
+          ClockForShares(clock_groups, c.gs, W, nblk, tid, nteam, b0, b1,
+                         [&](int r0, int r1) { ClockFwdStep(c, s, r0, r1, hp, hc); });
+          break;
       }
       Barrier(nteam);
     }
@@ -1127,7 +1131,9 @@ void Backward(const BwdArgs<T>& a) {
     int b0, b1;
     if (c.paired) OwnPairs(nblk, tid, nteam, &b0, &b1);
     else ClockOwnBlocks(a.cell, H, I, c.gs, W, nblk, ClockPart::kBackward, tid, nteam, &b0, &b1);  // clockwork
-    pack_own(b0, b1);  // read by this thread only (its unit blocks)
+    const bool clock_groups = clock && ClockSharesGroups(c.gs, W, nblk, nteam);
+    auto own_blocks = [&](auto&& f) { ClockForShares(clock_groups, c.gs, W, nblk, tid, nteam, b0, b1, f); };
+    own_blocks(pack_own);  // read by this thread only (its unit blocks)
     for (int s = Tn - 1; s >= 0; --s) {
       switch (kind) {
         case CellKind::kLstm: LstmBwdStep(c, s, b0, b1); break;
@@ -1144,13 +1150,15 @@ void Backward(const BwdArgs<T>& a) {
         case CellKind::kRnnRelu: RnnBwdStep<T, true>(c, s, b0, b1); break;
         case CellKind::kLeaky: LeakyBwdStep(c, s, b0, b1); break;
         case CellKind::kSkip: SkipBwdStep(c, s, b0, b1); break;
-        case CellKind::kClockwork: ClockBwdStep(c, s, b0, b1); break;
+        case CellKind::kClockwork:
+          own_blocks([&](int r0, int r1) { ClockBwdStep(c, s, r0, r1); });
+          break;
       }
       Barrier(nteam);
     }
     // the gradient of the initial state
     if (skip) SkipFinishDh0(c, b0, b1);
-    else if (clock) ClockFinishDh0(c, b0, b1);
+    else if (clock) own_blocks([&](int r0, int r1) { ClockFinishDh0(c, r0, r1); });
     else FinishDh0(c, b0, b1, gru_v1 ? 2 * H : static_cast<int>(GH));
   });
   if (a.dh0 && !skip) std::memcpy(a.dh0, c.dh, sizeof(T) * BH);
