@@ -314,3 +314,26 @@ def test_inference_from_many_threads_equals_serial(cell_id):
             got = list(pool.map(lambda x: layer(x)[0], xs))
             for a, b in zip(got, serial):
                 np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("cell_id", ["lstm", "gru_v1", "gru", "skip_1_3", "clockwork"])
+def test_backward_without_input_grad_skips_dx_only(cell_id):
+    """input_grad=False (what a model's first layer uses) returns no dx and
+    leaves every parameter gradient and dstate0 bit for bit as with dx."""
+    H = fix_h(cell_id, 12)
+    rng = np.random.default_rng(31)
+    x = rng.uniform(-1, 1, (7, 4, 5))
+    dy = rng.standard_normal((7, 4, 2 * H))
+    runs = {}
+    for flag in (True, False):
+        layer, _ = make_pair(cell_id, 5, H, num_layers=2, bidirectional=True, seed=31)
+        _, _, tape = layer.forward(x)
+        dx, dst0 = layer.backward(tape, dy, input_grad=flag)
+        runs[flag] = (dx, flat(dst0), {k: v.copy() for k, v in layer.grads.items()})
+    assert runs[False][0] is None and runs[True][0].shape == x.shape
+    for a, b in zip(runs[True][1], runs[False][1]):
+        np.testing.assert_array_equal(a, b)
+    for k, g in runs[True][2].items():
+        np.testing.assert_array_equal(g, runs[False][2][k], err_msg=k)
+    with pytest.raises(TypeError, match="input_grad must be a bool, got int 1"):
+        layer.backward(tape, dy, input_grad=1)

@@ -274,7 +274,7 @@ def gradient_flow(model_or_layer, X, Y=None, *, loss=None, lengths=None, dy=None
             dy_top = _given_dy(layer, dy, T, N) if kind is None else _synthetic_dy(layer, T, N, lens, kind, seed)
             d = None
         dhs = {}
-        model._backward(tapes, d, top=None if dy_top is None else top, dy_top=dy_top, dh=dhs)
+        model._backward(tapes, d, top=None if dy_top is None else top, dy_top=dy_top, dh=dhs, input_grad=False)
     for i in sorted(dhs):
         layer = model.layers[i]
         _layer_norms(f"{i}:{type(layer).__name__}", layer, dhs[i], lens, direction, align, out)

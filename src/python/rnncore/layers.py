@@ -373,7 +373,7 @@ class _Recurrent:
             inp = y
         return inp, self._pack_state(hn, cn, step0 + T), tape
 
-    def backward(self, tape, dy, dstate=None, *, dh=None):
+    def backward(self, tape, dy, dstate=None, *, dh=None, input_grad=True):
         """BPTT through the pass that made ``tape``; adds into :attr:`grads`.
 
         Parameters
@@ -381,10 +381,14 @@ class _Recurrent:
         tape : the :class:`Tape` from :meth:`forward`
         dy : array (T, B, D*H) (or (B, T, D*H)): gradient of the loss w.r.t. y
         dstate : gradient w.r.t. the final state (same structure), or None
+        input_grad : bool
+            ``False`` skips dx (the product of the gate gradients with W_ih),
+            as autograd does for an input that needs no gradient: the first
+            layer of a model. The parameter gradients are the same.
 
         Returns
         -------
-        dx : array (T, B, I) (or (B, T, I))
+        dx : array (T, B, I) (or (B, T, I)), or None with ``input_grad=False``
         dstate0 : gradient w.r.t. the initial state (zeros' gradient if None was given)
 
         With ``dh`` a dict, ``dh[k]`` receives layer k's (T, B, D*H) (or
@@ -395,6 +399,8 @@ class _Recurrent:
             raise TypeError(f"tape must be the Tape returned by this layer's forward(), got {type(tape).__name__}")
         if tape.layer is not self:
             raise TypeError("tape must be the Tape returned by this layer's forward(), got another layer's")
+        if not isinstance(input_grad, (bool, np.bool_)):
+            raise TypeError(f"input_grad must be a bool, got {type(input_grad).__name__} {input_grad!r}")
         T, B = tape.shape
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         dy = as_real_array("dy", dy, self.dtype)
@@ -408,7 +414,7 @@ class _Recurrent:
         grad = dy
         for k in range(L - 1, -1, -1):
             inp = tape.inputs[k]
-            dx = np.empty(inp.shape, self.dtype)
+            dx = np.empty(inp.shape, self.dtype) if k > 0 or input_grad else None
             dh_k = None
             if dh is not None:
                 dh_k = np.zeros(self._seq_shape(T, B, D * H), self.dtype)

@@ -171,13 +171,14 @@ class Sequential:
                 tapes.append((None, None))
         return h, tapes, new_states
 
-    def _backward(self, tapes, dout, *, top=None, dy_top=None, dh=None):
+    def _backward(self, tapes, dout, *, top=None, dy_top=None, dh=None, input_grad=True):
         """Backward through every layer from the model's output gradient.
 
         With ``top`` and ``dy_top``, start instead at recurrent layer ``top``
         with ``dy_top`` in that layer's own layout; with ``dh`` a dict,
         ``dh[i]`` receives recurrent layer i's dL/dh_t (see the layers'
-        ``backward``). Returns dX.
+        ``backward``). Returns dX, or None with ``input_grad=False`` when the
+        first layer is recurrent (its dx is then not computed).
         """
         d = dout
         start = len(self.layers) - 1 if top is None else top
@@ -193,6 +194,9 @@ class Sequential:
                         d = self._unpick_last(layer, d, last, full_shape)
                     dy = self._seq_in(layer, d) if not layer.batch_first else np.ascontiguousarray(d)
                 kw = {} if dh is None else {"dh": dh.setdefault(i, {})}
+                if i == 0 and not input_grad:
+                    layer.backward(tape, dy, input_grad=False, **kw)
+                    return None
                 dx, _ = layer.backward(tape, dy, **kw)
                 d = self._seq_out(layer, dx)
             else:
@@ -390,7 +394,7 @@ class Sequential:
             else:
                 yc, mask = yb, None
             value, dout = loss_fn(out, yc, mask)
-            self._backward(tapes, dout)
+            self._backward(tapes, dout, input_grad=False)  # nothing reads dX
             grads = self.grads
             norm = _optim.global_norm(grads)
             history.grad_norm.append(norm)
