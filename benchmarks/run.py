@@ -82,8 +82,10 @@ Columns: rnncore ms, torch ms, jit ms (loop cells) and ort ms (onnxruntime;
 '-' where it does not run) are medians per call; torch/rc, jit/rc and ort/rc
 > 1 mean rnncore is faster; /elman is the loop cell's time over rnncore's
 Elman at the same size, mode and threads; iqr% the largest inter-quartile
-range / median over the sides (* above 10%: busy machine); y diff = max
-|y_rnncore - y_torch| with the same weights (the JSON has ort_y_diff too).
+range / median over the sides (* above 10%: busy machine; ~ where some of
+rnncore's team calls ran on one thread, the back-off after its threads
+waited for a core: JSON solo_calls); y diff = max |y_rnncore - y_torch|
+with the same weights (the JSON has ort_y_diff too).
 
 The summary checks these targets and marks each PASS or MISS; a target's
 figure is the worst over the modes and thread counts run, and for the loop
@@ -389,6 +391,8 @@ def bench_row(cell, mode, size, threads, repeats, min_time, warmup_time, sgemm, 
             call, g = ort_call(ort, layer, x, threads)
             ort_gap.append(g)
             return [call]
+    solo_taken = getattr(rc._core, "solo_calls_taken", lambda: 0)
+    solo0 = solo_taken()
     if cell in GATED:
         rc_ms, t_ms, gap, *more = bench_gated.bench_one(cell, mode, size, threads, repeats, min_time,
                                                         warmup_time, extra)
@@ -401,6 +405,7 @@ def bench_row(cell, mode, size, threads, repeats, min_time, warmup_time, sgemm, 
         if cell == "elman":
             elman_ms = None
     ort_ms = more[0][0] if more else None
+    solo = solo_taken() - solo0
     rc_med, t_med = med(rc_ms), med(torch_ms)
     j_med = med(jit_ms) if jit_ms is not None else None
     o_med = med(ort_ms) if ort_ms is not None else None
@@ -420,6 +425,8 @@ def bench_row(cell, mode, size, threads, repeats, min_time, warmup_time, sgemm, 
         "iqr_pct": max(spread(a) for a in [rc_ms, torch_ms] + [a for a in (jit_ms, ort_ms, elman_ms)
                                                                 if a is not None]),
         "y_diff": gap, "ort_y_diff": ort_gap[0] if ort_gap else None,
+        # rnncore team calls of this row run on one thread after contention (busy back-off)
+        "solo_calls": solo,
         "samples_ms": {"rnncore": rc_ms.tolist(), "torch": torch_ms.tolist(),
                        "jit": None if jit_ms is None else jit_ms.tolist(),
                        "ort": None if ort_ms is None else ort_ms.tolist(),
@@ -433,6 +440,8 @@ def print_row(r: dict) -> None:
     def opt(v, w, f):
         return f"{v:>{w}{f}}" if v is not None else f"{'-':>{w}}"
     flag = "*" if r["iqr_pct"] > 10.0 else " "
+    if r.get("solo_calls"):
+        flag += "~"
     print(f"{r['cell']:<9} {r['mode']:<9} {r['T']:>4} {r['B']:>4} {r['I']:>5} {r['H']:>5} {r['threads']:>3} "
           f"{r['rnncore_ms']:>11.3f} {r['torch_ms']:>10.3f} {opt(r['jit_ms'], 10, '.3f')} "
           f"{opt(r['ort_ms'], 10, '.3f')} {r['torch_over_rnncore']:>8.2f} {opt(r['jit_over_rnncore'], 7, '.2f')} "
@@ -823,7 +832,8 @@ def main(argv=None) -> int:
             print("torch/rc, jit/rc > 1: rnncore is faster.  GFLOP/s: rnncore, matmul FLOPs only "
                   "(train = 3x inference).  %sgemm: of the sgemm GFLOP/s above, same threads.")
             print("/elman: time / rnncore's Elman time, same size, mode, threads.  iqr%: largest spread "
-                  "(* > 10%: busy machine).  y diff: max |y_rnncore - y_torch|.")
+                  "(* > 10%: busy machine; ~: some of rnncore's team calls ran on one thread, its back-off "
+                  "after threads waited for a core).  y diff: max |y_rnncore - y_torch|.")
             if ort is not None:
                 print(f"ort: the ONNX LSTM/GRU/RNN op in onnxruntime (inference rows of lstm, gru, elman), same "
                       f"weights; ort/rc > 1: rnncore is faster; y_ort checked against y_rnncore (<= {ORT_ATOL:g}).")

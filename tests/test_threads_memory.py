@@ -505,7 +505,9 @@ def test_contended_team_calls_start_a_doubling_one_thread_stretch(restore_thread
     assert _core.solo_calls_left() == 0 and _core.choose_team(2, 64, big) == 2
     _core.note_team_call(True)
     assert _core.solo_calls_left() == 4
+    taken = _core.solo_calls_taken()
     assert [_core.choose_team(2, 64, big) for _ in range(5)] == [1, 1, 1, 1, 2]
+    assert _core.solo_calls_taken() == taken + 4  # counted, for benchmarks to flag such timings
     _core.note_team_call(True)  # the probe after the stretch was contended too: twice as long
     assert _core.solo_calls_left() == 8
     for _ in range(10):

@@ -582,6 +582,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("choose_team", &ChooseTeam, py::arg("requested"), py::arg("blocks"), py::arg("work"));
   m.def("note_team_call", &NoteTeamCall, py::arg("contended"));
   m.def("solo_calls_left", &SoloCallsLeft);
+  m.def("solo_calls_taken", &SoloCallsTaken);
   m.def("set_team_backoff", &SetTeamBackoff, py::arg("on"));
   m.def("team_backoff", &TeamBackoff);
   // the cache sizes and the blocks derived from them (tuning.hpp)

@@ -34,6 +34,7 @@ constexpr int kFirstStretch = 4, kLongestStretch = 256;
 std::atomic<int> g_solo_left{0};
 std::atomic<int> g_stretch{0};
 std::atomic<int> g_strikes{0};  // contended team calls in a row
+std::atomic<int64_t> g_solo_taken{0};
 std::atomic<bool> g_backoff{true};
 }  // namespace
 
@@ -104,7 +105,10 @@ int TeamOrSolo(int nt) {
     int left = g_solo_left.load(std::memory_order_relaxed);
     while (left > 0 && !g_solo_left.compare_exchange_weak(left, left - 1, std::memory_order_relaxed)) {
     }
-    if (left > 0) return 1;
+    if (left > 0) {
+      g_solo_taken.fetch_add(1, std::memory_order_relaxed);
+      return 1;
+    }
   }
   return nt;
 }
@@ -130,6 +134,7 @@ void SetTeamBackoff(bool on) {
 bool TeamBackoff() { return g_backoff.load(); }
 
 int SoloCallsLeft() { return g_solo_left.load(std::memory_order_relaxed); }
+int64_t SoloCallsTaken() { return g_solo_taken.load(std::memory_order_relaxed); }
 
 namespace {
 #if defined(__linux__)

@@ -28,6 +28,9 @@ int TeamOrSolo(int nt);
 void NoteTeamCall(bool contended);
 // Team calls still to run on one thread (for tests and runtime_info).
 int SoloCallsLeft();
+// Team calls run on one thread by such a stretch since the process began
+// (a benchmark tells by it which timings were not of the whole team).
+int64_t SoloCallsTaken();
 // Off: every call gets the team ChooseTeam sizes by work (tests of the team
 // paths turn it off so that a busy machine cannot take their team away).
 void SetTeamBackoff(bool on);
