@@ -1010,7 +1010,8 @@ inline int CeilLog2(int64_t v) {
 // life of the process (results do not depend on the trial: a class's
 // products all take one path). The trial's K is whole OwnGemm chunks and
 // about 2^28 multiply-adds (capped at the product's), so that both paths meet
-// their steady state, and costs about one product once per class.
+// their steady state: once per class, the trial costs up to six products of
+// the class (small ones, made whole) or the time of about 2^31 multiply-adds.
 // RNNCORE_GEMM (SetGemmPath) forces one path.
 template <typename T>
 bool UseOwnGemm(bool ta, int m, int n, int k, const T* a, int lda, const T* b, int ldb, T beta, int threads) {
