@@ -80,12 +80,17 @@ void StepBarrier::Wait() {
     return;
   }
   // Spin for Tuning::spin_ns by the clock, looking at it every 64 pauses
-  // (a pause takes 10 to 150 cycles, by core).
-  const int64_t until = SteadyNanos() + Tune().spin_ns;
+  // (a pause takes 10 to 150 cycles, by core); a barrier met within the
+  // first 64 reads no clock.
+  int64_t until = 0;
   for (int i = 1;; ++i) {
     if (generation_.load(std::memory_order_acquire) != gen) return;
     CpuRelax();
-    if ((i & 63) == 0 && SteadyNanos() > until) break;
+    if ((i & 63) == 0) {
+      const int64_t now = SteadyNanos();
+      if (until == 0) until = now + Tune().spin_ns;
+      else if (now > until) break;
+    }
   }
   sleepers_.fetch_add(1, std::memory_order_seq_cst);
   while (generation_.load(std::memory_order_seq_cst) == gen) FutexWait(&generation_, gen);

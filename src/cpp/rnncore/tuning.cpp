@@ -57,6 +57,16 @@ int CountCpus(const std::string& list) {
   return n;
 }
 
+// Records a level's size and where it came from, unless already known (or,
+// with force, always: an override).
+void SetLevel(CacheSizes* c, int level, int64_t bytes, const char* from, bool force = false) {
+  int64_t* v = level == 1 ? &c->l1d : level == 2 ? &c->l2 : &c->l3;
+  std::string* f = level == 1 ? &c->l1d_from : level == 2 ? &c->l2_from : &c->l3_from;
+  if (bytes <= 0 || (*v && !force)) return;
+  *v = bytes;
+  *f = from;
+}
+
 // Linux: cpu0's caches. A level-2 cache shared by more cores than one (not
 // just by one core's hardware threads) counts one core's share.
 void FromSysfs(CacheSizes* c) {
@@ -72,17 +82,14 @@ void FromSysfs(CacheSizes* c) {
     int64_t bytes = ParseSize(size);
     if (bytes <= 0) continue;
     const int lv = std::atoi(level.c_str());
-    if (lv == 1 && type == "Data" && !c->l1d) {
-      c->l1d = bytes;
-      c->l1d_from = "sysfs";
-    } else if (lv == 2 && !c->l2) {
+    if (lv == 1 && type == "Data") {
+      SetLevel(c, 1, bytes, "sysfs");
+    } else if (lv == 2) {
       const int sharing = ReadFile(dir + "shared_cpu_list", &shared) ? CountCpus(shared) : 1;
       const int cores = smt > 0 && sharing > smt ? sharing / smt : 1;
-      c->l2 = bytes / cores;
-      c->l2_from = "sysfs";
-    } else if (lv == 3 && !c->l3) {
-      c->l3 = bytes;
-      c->l3_from = "sysfs";
+      SetLevel(c, 2, bytes / cores, "sysfs");
+    } else if (lv == 3) {
+      SetLevel(c, 3, bytes, "sysfs");
     }
   }
 }
@@ -98,17 +105,7 @@ void FromCpuidLeaf(unsigned leaf, CacheSizes* c) {
     if (type == 2) continue;  // instructions
     const int64_t ways = ((b >> 22) & 1023u) + 1, parts = ((b >> 12) & 1023u) + 1;
     const int64_t line = (b & 4095u) + 1, sets = static_cast<int64_t>(cx) + 1;
-    const int64_t bytes = ways * parts * line * sets;
-    if (level == 1 && !c->l1d) {
-      c->l1d = bytes;
-      c->l1d_from = "cpuid";
-    } else if (level == 2 && !c->l2) {
-      c->l2 = bytes;
-      c->l2_from = "cpuid";
-    } else if (level == 3 && !c->l3) {
-      c->l3 = bytes;
-      c->l3_from = "cpuid";
-    }
+    if (level >= 1 && level <= 3) SetLevel(c, static_cast<int>(level), ways * parts * line * sets, "cpuid");
   }
 }
 
@@ -135,18 +132,9 @@ void FromSysconf(CacheSizes* c) {
   // Plausible values only: some systems report 0, -1 or a constant here.
   const long l1 = sysconf(_SC_LEVEL1_DCACHE_SIZE), l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
   const long l3 = sysconf(_SC_LEVEL3_CACHE_SIZE);
-  if (!c->l1d && l1 >= (4 << 10) && l1 <= (4 << 20)) {
-    c->l1d = l1;
-    c->l1d_from = "sysconf";
-  }
-  if (!c->l2 && l2 >= (64 << 10) && l2 <= (64 << 20)) {
-    c->l2 = l2;
-    c->l2_from = "sysconf";
-  }
-  if (!c->l3 && l3 >= (256 << 10)) {
-    c->l3 = l3;
-    c->l3_from = "sysconf";
-  }
+  if (l1 >= (4 << 10) && l1 <= (4 << 20)) SetLevel(c, 1, l1, "sysconf");
+  if (l2 >= (64 << 10) && l2 <= (64 << 20)) SetLevel(c, 2, l2, "sysconf");
+  if (l3 >= (256 << 10)) SetLevel(c, 3, l3, "sysconf");
 #else
   (void)c;
 #endif
@@ -218,18 +206,9 @@ CacheSizes DetectCaches() {
   if (!c.l1d || !c.l2 || !c.l3) FromCpuid(&c);
 #endif
   if (!c.l1d || !c.l2 || !c.l3) FromSysconf(&c);
-  if (!c.l1d) {
-    c.l1d = kDefaultL1;
-    c.l1d_from = "default";
-  }
-  if (!c.l2) {
-    c.l2 = kDefaultL2;
-    c.l2_from = "default";
-  }
-  if (!c.l3) {
-    c.l3 = kDefaultL3;
-    c.l3_from = "default";
-  }
+  SetLevel(&c, 1, kDefaultL1, "default");
+  SetLevel(&c, 2, kDefaultL2, "default");
+  SetLevel(&c, 3, kDefaultL3, "default");
   return c;
 }
 
@@ -248,18 +227,9 @@ const Tuning& Tune() {
 void Retune(int64_t l1d, int64_t l2, int64_t l3) {
   std::lock_guard<std::mutex> lock(g_mu);
   CacheSizes cs = DetectedLocked();
-  if (l1d > 0) {
-    cs.l1d = l1d;
-    cs.l1d_from = "override";
-  }
-  if (l2 > 0) {
-    cs.l2 = l2;
-    cs.l2_from = "override";
-  }
-  if (l3 > 0) {
-    cs.l3 = l3;
-    cs.l3_from = "override";
-  }
+  SetLevel(&cs, 1, l1d, "override", true);
+  SetLevel(&cs, 2, l2, "override", true);
+  SetLevel(&cs, 3, l3, "override", true);
   PublishLocked(cs);
   ClearGemmChoices();  // trials under other blocks do not carry over
 }

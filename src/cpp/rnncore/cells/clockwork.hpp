@@ -64,13 +64,18 @@ inline void ClockOwnBlocks(const CellSpec& cell, int H, int I, int gs, int W, in
 // group, which then works alone at the steps where only it updates (periods
 // 1, 2, 4, 8 on two threads: 1.5x at best, 1.49-1.56 measured). It needs two
 // blocks a thread in every group; smaller groups keep the split by cost.
+// The end of the run of blocks from s0 on whose first units share a group.
+inline int ClockGroupRunEnd(int gs, int W, int nblk, int s0) {
+  int s1 = s0 + 1;
+  while (s1 < nblk && s1 * W / gs == s0 * W / gs) ++s1;
+  return s1;
+}
+
 inline bool ClockSharesGroups(int gs, int W, int nblk, int nt) {
   if (nt <= 1) return false;
-  for (int s0 = 0; s0 < nblk;) {
-    int s1 = s0 + 1;
-    while (s1 < nblk && s1 * W / gs == s0 * W / gs) ++s1;
+  for (int s0 = 0, s1; s0 < nblk; s0 = s1) {
+    s1 = ClockGroupRunEnd(gs, W, nblk, s0);
     if (s1 - s0 < 2 * nt) return false;
-    s0 = s1;
   }
   return true;
 }
@@ -83,12 +88,10 @@ inline void ClockForShares(bool by_group, int gs, int W, int nblk, int tid, int 
     f(b0, b1);
     return;
   }
-  for (int s0 = 0; s0 < nblk;) {
-    int s1 = s0 + 1;
-    while (s1 < nblk && s1 * W / gs == s0 * W / gs) ++s1;
+  for (int s0 = 0, s1; s0 < nblk; s0 = s1) {
+    s1 = ClockGroupRunEnd(gs, W, nblk, s0);
     const int len = s1 - s0, r0 = s0 + len * tid / nt, r1 = s0 + len * (tid + 1) / nt;
     if (r1 > r0) f(r0, r1);
-    s0 = s1;
   }
 }
 
