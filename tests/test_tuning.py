@@ -190,3 +190,41 @@ def test_tiny_caches_still_match_reference(cell_id):
                 _check(_run_both(cell_id, 6, 9, 130, 21, 2, False, True, False, np.float64, seed=15),
                        np.float64)
     assert rc.tuning_info()["l2_from"] != "override"
+
+
+# dW_ih of a layer with 1 to 4 input features, and the bias gradients, take
+# one pass over dg (NarrowGemmT) unless RNNCORE_GEMM=blas; 5 features take
+# the general products. Gates per layer 4H = 28 (LSTM, H=7) or 3H = 21 (GRU):
+# not whole vectors, so the last vector of columns is partial.
+@pytest.mark.parametrize("n_in", [1, 2, 4, 5])
+@pytest.mark.parametrize("name", rc.available_isas())
+def test_few_input_features_match_reference_on_every_path(n_in, name):
+    with isa(name):
+        for path in ("own", "blas", "auto"):
+            with gemm_path(path):
+                for n_threads in (1, 2):
+                    with threads(n_threads):
+                        for cell_id in ("lstm", "gru", "gru_v1", "leaky"):
+                            _check(_run_both(cell_id, 30, 17, n_in, 7, 1, False, True, True, np.float64,
+                                             seed=16), np.float64)
+                        _check(_run_both("lstm", 40, 60, n_in, 40, 1, True, True, False, np.float32,
+                                         seed=17, weight_scale=0.3), np.float32)
+
+
+@pytest.mark.parametrize("n_in", [1, 3])
+def test_few_input_features_grads_do_not_depend_on_team_or_chunk(n_in):
+    """Every column of dW_ih and the biases is summed by one thread in one
+    order of rows, so one thread and two give the same bits; an L2 of 32 KB
+    cuts the pass into many chunks of rows, against the reference."""
+    def grads():
+        return _run_both("lstm", 200, 64, n_in, 64, 1, False, True, False, np.float32, seed=18,
+                         weight_scale=0.3)
+    with gemm_path("own"):
+        with threads(1):
+            one = grads()
+        with threads(2):
+            two = grads()
+        for k in ("weight_ih_l0", "bias_ih_l0", "bias_hh_l0"):
+            np.testing.assert_array_equal(one["grads"][0][k], two["grads"][0][k])
+        with caches(l1d=16 * KIB, l2=32 * KIB, l3=64 * KIB), threads(2):
+            _check(grads(), np.float32)
