@@ -94,6 +94,13 @@ bool SizesFit(const Common& c, int64_t T, int64_t B, int64_t I) {
          T * B * std::max(gh, I) < (int64_t(1) << 40);
 }
 
+// "2**k" for a limit 2^k (the messages name the limits as Python writes them).
+std::string Pow2Str(int64_t v) {
+  int k = 0;
+  while ((int64_t(1) << k) < v) ++k;
+  return "2**" + std::to_string(k);
+}
+
 // spec = (kind, peephole, reset_after, reverse, batch_first, threads, num_dirs,
 //         dir, hidden, delays, periods, step0)
 template <typename V>
@@ -112,7 +119,7 @@ void ParseSpec(const py::tuple& spec, Common* c) {
   if (spec.size() != 12)
     throw py::value_error("spec must have 12 entries, got " + std::to_string(spec.size()));
   const int kind = SpecItem<int>(spec, 0, "kind");
-  if (kind < 0 || kind > 6) throw py::value_error("unknown cell kind " + std::to_string(kind));
+  if (kind < 0 || kind >= kNumCellKinds) throw py::value_error("unknown cell kind " + std::to_string(kind));
   c->cell.kind = static_cast<CellKind>(kind);
   c->cell.peephole = SpecItem<bool>(spec, 1, "peephole");
   c->cell.reset_after = SpecItem<bool>(spec, 2, "reset_after");
@@ -136,8 +143,8 @@ void ParseSpec(const py::tuple& spec, Common* c) {
     if (c->delays.empty()) throw py::value_error("delays must not be empty");
     for (size_t i = 0; i < c->delays.size(); ++i) {
       if (c->delays[i] < 1) throw py::value_error("delays must be >= 1");
-      if (c->delays[i] > (1 << 24))
-        throw py::value_error("delays must be <= 2**24, got " + std::to_string(c->delays[i]));
+      if (c->delays[i] > kMaxDelay)
+        throw py::value_error("delays must be <= " + Pow2Str(kMaxDelay) + ", got " + std::to_string(c->delays[i]));
       for (size_t k = 0; k < i; ++k)
         if (c->delays[k] == c->delays[i]) throw py::value_error("delays must be distinct");
     }
@@ -151,8 +158,8 @@ void ParseSpec(const py::tuple& spec, Common* c) {
     for (size_t i = 0; i < c->periods.size(); ++i)
       if (c->periods[i] < 1 || (i && c->periods[i] <= c->periods[i - 1]))
         throw py::value_error("periods must be increasing and >= 1");
-    if (c->cell.step0 < 0 || c->cell.step0 > (int64_t(1) << 62))
-      throw py::value_error("step must be in [0, 2**62], got " + std::to_string(c->cell.step0));
+    if (c->cell.step0 < 0 || c->cell.step0 > kMaxStep)
+      throw py::value_error("step must be in [0, " + Pow2Str(kMaxStep) + "], got " + std::to_string(c->cell.step0));
     c->cell.periods = c->periods.data();
     c->cell.n_periods = static_cast<int>(c->periods.size());
   }
@@ -435,7 +442,7 @@ class Prepared {
           if (!PyLong_CheckExact(st[1].ptr())) return py::none();
           int overflow = 0;
           const long long v = PyLong_AsLongLongAndOverflow(st[1].ptr(), &overflow);
-          if (overflow || v < 0 || v > (int64_t(1) << 62)) return py::none();
+          if (overflow || v < 0 || v > kMaxStep) return py::none();
           step0 = v;
         }
       } else {
@@ -551,8 +558,14 @@ void GemmPy(bool ta, bool tb, double alpha, const py::array& a, const py::array&
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "rnncore's C++ core: fused recurrent kernels (private; use the rnncore package).";
-  m.def("forward_f32", &Forward<float>);
-  m.def("forward_f64", &Forward<double>);
+  for (const char* name : {"forward_f32", "forward_f64"}) {
+    const bool f32 = std::string(name) == "forward_f32";
+    auto args = std::make_tuple(py::arg("spec"), py::arg("x"), py::arg("weights"), py::arg("h0"),
+                                py::arg("c0"), py::arg("lengths"), py::arg("y"), py::arg("hn"),
+                                py::arg("cn"), py::arg("tape"));
+    if (f32) std::apply([&](auto... a) { m.def(name, &Forward<float>, a...); }, args);
+    else std::apply([&](auto... a) { m.def(name, &Forward<double>, a...); }, args);
+  }
   for (const char* name : {"backward_f32", "backward_f64"}) {
     const bool f32 = std::string(name) == "backward_f32";
     auto args = std::make_tuple(py::arg("spec"), py::arg("x"), py::arg("weights"), py::arg("h0"),
@@ -565,8 +578,12 @@ PYBIND11_MODULE(_core, m) {
   }
   BindPrepared<float>(m, "Prepared_f32");
   BindPrepared<double>(m, "Prepared_f64");
-  m.def("gemm_f32", &GemmPy<float>);
-  m.def("gemm_f64", &GemmPy<double>);
+  for (const char* name : {"gemm_f32", "gemm_f64"}) {
+    auto args = std::make_tuple(py::arg("trans_a"), py::arg("trans_b"), py::arg("alpha"), py::arg("a"),
+                                py::arg("b"), py::arg("beta"), py::arg("c"), py::arg("threads"));
+    if (std::string(name) == "gemm_f32") std::apply([&](auto... a) { m.def(name, &GemmPy<float>, a...); }, args);
+    else std::apply([&](auto... a) { m.def(name, &GemmPy<double>, a...); }, args);
+  }
   m.def("bind_blas", &BindBlas, py::arg("path"), py::arg("prefix"));
   m.def("blas_bound", &BlasBound);
   m.def("blas_info", &BlasInfo);
@@ -630,6 +647,17 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("gemm_choices", &GemmChoices);
   m.def("clear_gemm_choices", &ClearGemmChoices);
+  static_assert(static_cast<int>(CellKind::kClockwork) + 1 == kNumCellKinds, "export every cell kind");
+  py::enum_<CellKind>(m, "CellKind", "The cell kinds of the kernels (api.hpp).")
+      .value("lstm", CellKind::kLstm)
+      .value("gru", CellKind::kGru)
+      .value("rnn_tanh", CellKind::kRnnTanh)
+      .value("rnn_relu", CellKind::kRnnRelu)
+      .value("leaky", CellKind::kLeaky)
+      .value("skip", CellKind::kSkip)
+      .value("clockwork", CellKind::kClockwork);
+  m.attr("MAX_DELAY") = py::int_(kMaxDelay);
+  m.attr("MAX_STEP") = py::int_(kMaxStep);
   m.attr("compiler") = py::str(
 #if defined(__clang__)
       "clang " __clang_version__

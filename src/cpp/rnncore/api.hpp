@@ -9,9 +9,19 @@
 
 namespace rnncore {
 
+// The cell kinds, numbered here only: the bindings export them by name
+// (_core.CellKind) and the Python layers take their numbers from there.
 enum class CellKind : int {
   kLstm = 0, kGru = 1, kRnnTanh = 2, kRnnRelu = 3, kLeaky = 4, kSkip = 5, kClockwork = 6
 };
+constexpr int kNumCellKinds = 7;
+
+// Limits of a cell's settings, checked by the bindings and exported to
+// Python (_core.MAX_DELAY, _core.MAX_STEP): skip's largest delay (its state
+// holds that many hidden vectors), clockwork's largest step counter (step +
+// T + a period stays far from int64's overflow).
+constexpr int64_t kMaxDelay = int64_t(1) << 24;
+constexpr int64_t kMaxStep = int64_t(1) << 62;
 
 struct CellSpec {
   CellKind kind = CellKind::kLstm;

@@ -15,7 +15,7 @@ from .runtime import get_num_threads
 
 __all__ = ["LSTM", "GRU", "RNN", "LeakyRNN", "SkipRNN", "ClockworkRNN", "Tape"]
 
-_KIND = {"lstm": 0, "gru": 1, "rnn_tanh": 2, "rnn_relu": 3, "leaky": 4, "skip": 5, "clockwork": 6}
+_KIND = {name: int(kind) for name, kind in _core.CellKind.__members__.items()}  # numbered in api.hpp
 
 
 class Tape:
@@ -641,8 +641,8 @@ class SkipRNN(_Recurrent):
         if not isinstance(delays, (tuple, list)) or len(delays) == 0:
             raise ValueError(f"delays must be a non-empty tuple of positive ints, got {delays!r}")
         ds = tuple(check_int("delays[i]", d, 1) for d in delays)
-        if max(ds) > 2**24:
-            raise ValueError(f"delays must be <= 2**24, got {max(ds)}")
+        if max(ds) > _core.MAX_DELAY:
+            raise ValueError(f"delays must be <= 2**{_core.MAX_DELAY.bit_length() - 1}, got {max(ds)}")
         if len(set(ds)) != len(ds):
             raise ValueError(f"delays must not repeat, got {ds}")
         self.delays = ds
@@ -743,8 +743,8 @@ class ClockworkRNN(_Recurrent):
         h = as_real_array(f"{name}[0] (h)", state[0], self.dtype)
         check_shape(f"{name}[0] (h)", h, shape, self._state_letters())
         step = check_int(f"{name}[1] (step)", state[1], 0)
-        if step > 2**62:
-            raise ValueError(f"{name}[1] (step) must be <= 2**62, got {step}")
+        if step > _core.MAX_STEP:
+            raise ValueError(f"{name}[1] (step) must be <= 2**{_core.MAX_STEP.bit_length() - 1}, got {step}")
         return h, None, step
 
     def _pack_state(self, h, c, step):
