@@ -29,6 +29,7 @@ import numpy as np
 from . import losses as _losses
 from ._checks import as_lengths, as_real_array, check_int, check_shape, shape_str
 from .layers import GRU, LSTM, ClockworkRNN, LeakyRNN, SkipRNN, _Recurrent
+from .model import Sequential
 
 __all__ = ["gradient_flow", "decay_lag", "timescales", "plot_gradient_flow"]
 
@@ -40,7 +41,6 @@ _SYNTHETIC = ("last", "all")
 # --------------------------------------------------------------------------
 
 def _is_sequential(obj) -> bool:
-    from .model import Sequential
     return isinstance(obj, Sequential)
 
 
@@ -58,11 +58,8 @@ class _Quiet:
         for layer in self.layers:
             saved = {"grads": layer.grads}
             layer.grads = {k: np.zeros_like(v) for k, v in layer.grads.items()}
-            for attr in ("dropout", "p"):  # recurrent stacks, Dropout modules
-                v = getattr(layer, attr, None)
-                if isinstance(v, float) and not isinstance(v, bool) and v > 0.0:
-                    saved[attr] = v
-                    setattr(layer, attr, 0.0)
+            saved["training"] = getattr(layer, "training", True)
+            layer.training = False  # eval mode: forward draws no dropout masks
             self.saved.append((layer, saved))
         return self
 

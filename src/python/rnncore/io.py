@@ -1,5 +1,7 @@
 """Saving and loading models as one ``.npz`` (parameters + a JSON config, no
-pickle anywhere), and moving weights between rnncore and PyTorch."""
+pickle anywhere). Layer classes are found by name in the registry of
+:mod:`rnncore.module`; ``from_torch`` / ``to_torch`` live in
+:mod:`rnncore.torch_interop` and are re-exported here."""
 from __future__ import annotations
 
 import json
@@ -10,21 +12,26 @@ import zlib
 
 import numpy as np
 
+from . import optim
+from .module import registered
+from .torch_interop import from_torch, to_torch
+
 __all__ = ["load", "load_checkpoint", "from_torch", "to_torch"]
 
 FORMAT = "rnncore-model-1"
 
 
-def _registry() -> dict:
-    from .layers import GRU, LSTM, RNN, ClockworkRNN, LeakyRNN, SkipRNN
-    from .modules import Dropout, Linear
-    return {c.__name__: c for c in (LSTM, GRU, RNN, LeakyRNN, SkipRNN, ClockworkRNN, Linear, Dropout)}
+def _layer_classes() -> dict:
+    """Name -> class of what a model's layers may be (not a model itself)."""
+    return {n: c for n, c in registered().items() if n != "Sequential"}
 
 
 def layer_config(layer) -> dict:
-    name = type(layer).__name__
-    if name not in _registry():
-        raise TypeError(f"cannot save a layer of type {name}; known: {sorted(_registry())}")
+    name, reg = type(layer).__name__, _layer_classes()
+    if reg.get(name) is not type(layer):
+        why = "its name is taken by another registered class" if name in reg else "it is not registered"
+        raise TypeError(f"cannot save a layer of type {name} ({why}: subclass rnncore.module.Module "
+                        f"with a name of its own); known: {sorted(reg)}")
     cfg = {"class": name, "config": layer.get_config()}
     rng = getattr(layer, "_rng", None)
     if rng is not None:  # dropout masks continue as in an uninterrupted run
@@ -97,11 +104,11 @@ def _read(path):
 
 
 def _build(path, config, arrays):
-    from .model import Sequential
+    Sequential = registered()["Sequential"]
     layers_cfg = config.get("layers")
     if not isinstance(layers_cfg, list) or not layers_cfg:
         raise ValueError(f"{path}: config 'layers' must be a non-empty list")
-    reg = _registry()
+    reg = _layer_classes()
     layers = []
     for i, lc in enumerate(layers_cfg):
         if not isinstance(lc, dict) or not isinstance(lc.get("config"), dict):
@@ -147,7 +154,6 @@ def load_checkpoint(path):
     """``(model, optimizer, epoch)`` from a file written by ModelCheckpoint or
     ``model.save(path, optimizer=..., epoch=...)``; resume with
     ``model.fit(..., optimizer=optimizer, initial_epoch=epoch)``."""
-    from . import optim
     path, config, arrays = _read(path)
     model = _build(path, config, arrays)
     if "optimizer" not in config:
@@ -161,59 +167,3 @@ def load_checkpoint(path):
     opt._bound_to = model
     model.optimizer = opt
     return model, opt, int(config.get("epoch", 0))
-
-
-_TORCH_KIND = {"LSTM": "LSTM", "GRU": "GRU", "RNN": "RNN"}
-
-
-def from_torch(module, *, dtype=None):
-    """An rnncore layer with the configuration and weights of a torch.nn.LSTM,
-    GRU or RNN."""
-    from .layers import GRU, LSTM, RNN
-    name = type(module).__name__
-    if name not in _TORCH_KIND:
-        raise TypeError(f"module must be a torch.nn.LSTM, GRU or RNN, got {name}")
-    if getattr(module, "proj_size", 0):
-        raise ValueError(f"LSTM with proj_size={module.proj_size} has no rnncore equivalent")
-    w0 = module.weight_ih_l0.detach()
-    dt = np.dtype(dtype) if dtype is not None else np.dtype(str(w0.dtype).replace("torch.", ""))
-    kw = dict(num_layers=module.num_layers, bias=module.bias, batch_first=module.batch_first,
-              dropout=float(module.dropout), bidirectional=module.bidirectional, dtype=dt)
-    if name == "LSTM":
-        layer = LSTM(module.input_size, module.hidden_size, **kw)
-    elif name == "GRU":
-        layer = GRU(module.input_size, module.hidden_size, **kw)
-    else:
-        layer = RNN(module.input_size, module.hidden_size, nonlinearity=module.nonlinearity, **kw)
-    tparams = dict(module.named_parameters())
-    if set(tparams) != set(layer.params):
-        raise ValueError(f"parameter names differ: torch {sorted(tparams)} vs rnncore {sorted(layer.params)}")
-    for k, p in layer.params.items():
-        p[...] = tparams[k].detach().cpu().numpy().astype(dt)
-    return layer
-
-
-def to_torch(layer):
-    """A torch.nn.LSTM, GRU or RNN with this layer's configuration and weights."""
-    import torch
-    from .layers import GRU, LSTM, RNN
-    if isinstance(layer, LSTM):
-        if layer.peephole:
-            raise ValueError("torch.nn.LSTM has no peepholes: cannot convert LSTM(peephole=True)")
-        cls, kw = torch.nn.LSTM, {}
-    elif isinstance(layer, GRU):
-        if not layer.reset_after:
-            raise ValueError("torch.nn.GRU has only reset_after=True: cannot convert GRU(reset_after=False)")
-        cls, kw = torch.nn.GRU, {}
-    elif type(layer) is RNN:
-        cls, kw = torch.nn.RNN, {"nonlinearity": layer.nonlinearity}
-    else:
-        raise TypeError(f"{type(layer).__name__} has no torch.nn equivalent (LSTM, GRU and RNN do)")
-    tdt = torch.float64 if layer.dtype == np.float64 else torch.float32
-    m = cls(layer.input_size, layer.hidden_size, num_layers=layer.num_layers, bias=layer.bias,
-            batch_first=layer.batch_first, dropout=layer.dropout, bidirectional=layer.bidirectional,
-            dtype=tdt, **kw)
-    with torch.no_grad():
-        for k, p in m.named_parameters():
-            p.copy_(torch.from_numpy(np.array(layer.params[k], copy=True)))
-    return m

@@ -11,7 +11,9 @@ import numpy as np
 from . import _core
 from ._checks import (as_lengths, as_real_array, check_dtype, check_int, check_shape,
                       shape_str)
+from .module import Module
 from .runtime import get_num_threads
+from .torch_interop import to_torch
 
 __all__ = ["LSTM", "GRU", "RNN", "LeakyRNN", "SkipRNN", "ClockworkRNN", "Tape"]
 
@@ -41,7 +43,7 @@ class Tape:
         self.step0 = 0
 
 
-class _Recurrent:
+class _Recurrent(Module):
     """Common machinery of the recurrent layers (not public)."""
 
     _gates = 1
@@ -68,7 +70,6 @@ class _Recurrent:
             check_int("seed", seed, 0)
         self.seed = seed
         self._rng = np.random.default_rng(seed)
-        self.training = True
         total = sum(int(np.prod(shape, dtype=object)) for k in range(self.num_layers)
                     for d in range(self.num_directions)
                     for _, shape in self._param_shapes(k, d).values())
@@ -107,11 +108,6 @@ class _Recurrent:
             for d in range(self.num_directions):
                 for _, (name, shape) in self._param_shapes(k, d).items():
                     self.params[name] = self._rng.uniform(-bound, bound, size=shape).astype(self.dtype)
-
-    def zero_grad(self) -> None:
-        """Set every gradient in :attr:`grads` to zero."""
-        for g in self.grads.values():
-            g[...] = 0
 
     def _weights(self, k: int, d: int, store: dict, what: str) -> dict:
         """The arrays of layer k, direction d, checked (params may have been
@@ -171,10 +167,6 @@ class _Recurrent:
         """The kernels' weights: (w_ih, w_hh or per-delay list, b_ih, b_hh, w_ch, alpha)."""
         return (w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), w.get("w_ch"), w.get("alpha"))
 
-    def frozen_params(self) -> set:
-        """Names of parameters optimizers must leave unchanged."""
-        return set()
-
     def get_config(self) -> dict:
         """Constructor arguments (JSON-able); parameters are saved separately."""
         cfg = {"input_size": self.input_size, "hidden_size": self.hidden_size,
@@ -189,11 +181,7 @@ class _Recurrent:
 
     def to_torch(self):
         """The equivalent torch.nn module with these weights (LSTM, GRU, RNN)."""
-        from .io import to_torch
         return to_torch(self)
-
-    def project_params(self) -> None:
-        """Put parameters back in their domain after an update (no-op here)."""
 
     # -- states -----------------------------------------------------------
     _has_cell = False
@@ -362,8 +350,8 @@ class _Recurrent:
             if train:
                 tape.inputs.append(inp)
                 tape.records.append(recs)
-            if k < L - 1 and train and self.dropout > 0.0:
-                # inverted dropout between layers, training only
+            if k < L - 1 and train and self.training and self.dropout > 0.0:
+                # inverted dropout between layers, in training mode only
                 keep = 1.0 - self.dropout
                 mask = (self._rng.random(y.shape) < keep).astype(self.dtype) / self.dtype.type(keep)
                 tape.masks.append(mask)

@@ -12,11 +12,13 @@ import time
 
 import numpy as np
 
+from . import io as _io
 from . import losses as _losses
 from . import optim as _optim
 from ._checks import as_lengths, as_real_array, check_int, shape_str
 from ._progress import bar
 from .layers import _Recurrent
+from .module import Module
 
 __all__ = ["Sequential", "History", "NonFiniteError"]
 
@@ -43,7 +45,7 @@ class History:
         return f"History(epochs={self.epochs}, keys={sorted(self.history)})"
 
 
-class Sequential:
+class Sequential(Module):
     """A stack of layers; recurrent layers see sequences, and after the last
     one ``readout`` picks each sequence's last valid step (``"last"``; the
     reverse direction of a bidirectional layer contributes its final state,
@@ -203,9 +205,18 @@ class Sequential:
                 d = layer.backward(tape, d)
         return d
 
-    def _set_training(self, flag: bool) -> None:
+    def train(self, mode=True):
+        """Training mode (``mode=True``) or eval mode for the model and every
+        layer: in eval mode the layers' ``forward`` draws no dropout masks
+        (``fit`` trains in training mode whatever the mode, and leaves each
+        layer in the mode it found it). Returns the model."""
+        super().train(mode)
         for l in self.layers:
-            l.training = flag
+            if hasattr(l, "train"):
+                l.train(mode)
+            else:
+                l.training = bool(mode)
+        return self
 
     def predict(self, X, *, lengths=None, batch_size=1024):
         """Outputs for X (N, T, F): (N, F_out), or (N, T, F_out) with readout="all"."""
@@ -273,7 +284,7 @@ class Sequential:
         """
         loss_fn = _losses.get(loss)
         X, lens = self._check_x(X, lengths)
-        N, T = X.shape[0], X.shape[1]
+        N = X.shape[0]
         Y = self._check_y(Y, N, loss_fn)
         epochs = check_int("epochs", epochs, 0)
         initial_epoch = check_int("initial_epoch", initial_epoch, 0)
@@ -313,14 +324,25 @@ class Sequential:
             optimizer.bind(self.params, self.frozen_params())
             optimizer._bound_to = self
         self.optimizer = optimizer
-        history = History()
         self.stop_training = False
+        modes = [(self, self.training)] + [(l, getattr(l, "training", True)) for l in self.layers]
+        try:
+            self.train()
+            return self._fit_epochs(X, Y, lens, N, loss_fn, optimizer, epochs, initial_epoch, batch_size,
+                                    shuffle, seed, clip_norm, clip_value, bptt, on_nonfinite, val, callbacks,
+                                    progress)
+        finally:
+            for m, mode in modes:
+                m.training = mode
+
+    def _fit_epochs(self, X, Y, lens, N, loss_fn, optimizer, epochs, initial_epoch, batch_size, shuffle,
+                    seed, clip_norm, clip_value, bptt, on_nonfinite, val, callbacks, progress):
+        history = History()
         for cb in callbacks:
             cb.on_train_begin(self)
         step = 0
         for epoch in range(initial_epoch, epochs):
             t0 = time.perf_counter()
-            self._set_training(True)
             if shuffle:
                 # one generator per epoch: a resumed run shuffles as the uninterrupted one
                 rng = np.random.default_rng([seed, epoch]) if seed is not None else np.random.default_rng()
@@ -343,7 +365,6 @@ class Sequential:
                 pbar.update(1)
                 if value is not None:
                     pbar.set_postfix_str(f"loss {value:.4g}")
-            self._set_training(False)
             logs = {"loss": total / count if count else float("nan")}
             if val is not None:
                 logs["val_loss"] = self.evaluate(val[0], val[1], loss=loss_fn, lengths=val[2])
@@ -357,7 +378,6 @@ class Sequential:
                 cb.on_epoch_end(self, epoch, logs)
             if self.stop_training:
                 break
-        self._set_training(False)
         for cb in callbacks:
             cb.on_train_end(self)
         return history
@@ -421,14 +441,12 @@ class Sequential:
 
     # -- persistence ----------------------------------------------------------
     def get_config(self) -> dict:
-        from .io import layer_config
-        return {"readout": self.readout, "layers": [layer_config(l) for l in self.layers]}
+        return {"readout": self.readout, "layers": [_io.layer_config(l) for l in self.layers]}
 
     def save(self, path, *, optimizer=None, epoch=None):
         """Write one .npz: parameters, a JSON config and, if given, the optimizer
         state (to resume training). Atomic: a failed write leaves an earlier file."""
-        from .io import save_model
-        save_model(self, path, optimizer=optimizer, epoch=epoch)
+        _io.save_model(self, path, optimizer=optimizer, epoch=epoch)
 
     def __repr__(self):
         inner = ",\n  ".join(repr(l) for l in self.layers)

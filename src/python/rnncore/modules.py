@@ -10,12 +10,13 @@ import numpy as np
 
 from . import _core
 from ._checks import as_real_array, check_dtype, check_int, shape_str
+from .module import Module
 from .runtime import get_num_threads
 
 __all__ = ["Linear", "Dropout"]
 
 
-class Linear:
+class Linear(Module):
     """``y = x W^T + b`` over the last axis, as ``torch.nn.Linear``.
 
     Parameters are ``weight`` (out_features, in_features) and ``bias``
@@ -32,7 +33,6 @@ class Linear:
         if seed is not None:
             check_int("seed", seed, 0)
         self.seed = seed
-        self.training = True
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.in_features)
         self.params = {"weight": rng.uniform(-bound, bound, (self.out_features, self.in_features)).astype(self.dtype)}
@@ -43,10 +43,6 @@ class Linear:
     def get_config(self) -> dict:
         return {"in_features": self.in_features, "out_features": self.out_features,
                 "bias": self.bias, "dtype": self.dtype.name, "seed": self.seed}
-
-    def zero_grad(self) -> None:
-        for g in self.grads.values():
-            g[...] = 0
 
     def _check(self, x):
         x = as_real_array("x", x, self.dtype)
@@ -104,8 +100,9 @@ class Linear:
         return f"Linear({self.in_features}, {self.out_features}, bias={self.bias})"
 
 
-class Dropout:
-    """Inverted dropout with drop probability ``p`` in training; identity in inference."""
+class Dropout(Module):
+    """Inverted dropout with drop probability ``p`` in :meth:`forward` in
+    training mode (see :meth:`train`); identity in eval mode and inference."""
 
     def __init__(self, p=0.5, *, seed=None):
         if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)):
@@ -117,20 +114,18 @@ class Dropout:
             check_int("seed", seed, 0)
         self.seed = seed
         self._rng = np.random.default_rng(seed)
-        self.training = True
         self.params, self.grads = {}, {}
 
     def get_config(self) -> dict:
         return {"p": self.p, "seed": self.seed}
 
-    def zero_grad(self) -> None:
-        pass
-
     def __call__(self, x):
         return x
 
     def forward(self, x):
-        if self.p == 0.0:
+        """``(y, mask)``: x times a fresh inverted-dropout mask in training
+        mode; x itself (and no mask) in eval mode or with p = 0."""
+        if self.p == 0.0 or not self.training:
             return x, None
         keep = 1.0 - self.p
         mask = (self._rng.random(x.shape) < keep).astype(x.dtype) / x.dtype.type(keep)
