@@ -159,3 +159,41 @@ def test_a_user_class_does_not_shadow_rnncore_by_name(tmp_path):
     assert registered()["LSTM"] is rc.LSTM
     with pytest.raises(TypeError, match="name is taken"):
         rc.Sequential(LSTM(2, 3), rc.Linear(3, 1)).save(tmp_path / "m.npz")
+
+
+def test_hidden_grads_is_the_layers_dh_and_touches_nothing():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((4, 7, 3))
+    lstm = rc.LSTM(3, 5, num_layers=2, dropout=0.4, dtype=np.float64, seed=1)
+    model = rc.Sequential(lstm, rc.Dropout(0.5, seed=2), rc.Linear(5, 1, dtype=np.float64, seed=3))
+    dy = rng.standard_normal((7, 4, 5))
+    rngs = [lstm._rng.bit_generator.state, model.layers[1]._rng.bit_generator.state]
+    got = model.hidden_grads(X, dy=dy)
+    assert list(got) == [0] and sorted(got[0]) == [0, 1]
+    assert all(not np.any(g) for g in model.grads.values())  # scratch gradients only
+    assert model.training and all(l.training for l in model.layers)
+    assert [lstm._rng.bit_generator.state, model.layers[1]._rng.bit_generator.state] == rngs
+    # the same pass by hand, in eval mode
+    lstm.eval()
+    _, _, tape = lstm.forward(np.ascontiguousarray(X.transpose(1, 0, 2)))
+    dh: dict = {}
+    lstm.backward(tape, dy, dh=dh)
+    for k in (0, 1):
+        np.testing.assert_array_equal(got[0][k], dh[k])
+    Y = rng.standard_normal((4, 1))
+    with_y = model.hidden_grads(X, Y, loss="mse")
+    assert with_y[0][1].shape == (7, 4, 5) and np.all(np.any(with_y[0][1][-1] != 0, axis=-1))  # every row's readout
+
+
+def test_hidden_grads_checks_its_arguments():
+    X = np.zeros((2, 3, 1), np.float32)
+    model = rc.Sequential(rc.GRU(1, 2), rc.Linear(2, 1))
+    with pytest.raises(ValueError, match="exactly one"):
+        model.hidden_grads(X)
+    with pytest.raises(ValueError, match="exactly one"):
+        model.hidden_grads(X, np.zeros((2, 1)), dy=np.zeros((3, 2, 2)))
+    with pytest.raises(ValueError, match=r"dy must be \(3, 2, 2\)"):
+        model.hidden_grads(X, dy=np.zeros((2, 3, 2)))
+    with pytest.raises(TypeError, match="no recurrent layer"):
+        rc.Sequential(rc.Linear(1, 1)).hidden_grads(X, dy=np.zeros((3, 2, 1)))
+    assert rc.Sequential(rc.Linear(1, 1)).last_recurrent is None and model.last_recurrent == 0

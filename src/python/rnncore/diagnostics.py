@@ -28,7 +28,7 @@ import numpy as np
 
 from . import losses as _losses
 from ._checks import as_lengths, as_real_array, check_int, check_shape, shape_str
-from .layers import GRU, LSTM, ClockworkRNN, LeakyRNN, SkipRNN, _Recurrent
+from .layers import _Recurrent
 from .model import Sequential
 
 __all__ = ["gradient_flow", "decay_lag", "timescales", "plot_gradient_flow"]
@@ -255,26 +255,25 @@ def gradient_flow(model_or_layer, X, Y=None, *, loss=None, lengths=None, dy=None
         return _nonempty(out, direction)
 
     model = model_or_layer
-    top = model._last_rec
-    if top < 0:
+    top = model.last_recurrent
+    if top is None:
         raise TypeError("model_or_layer holds no recurrent layer: there is no h_t to look at")
-    Xc, lens = model._check_x(X, lengths)
-    N, T = Xc.shape[0], Xc.shape[1]
-    with _Quiet(model.layers):
-        out_, tapes, _ = model._run(Xc, lens, None, train=True)
-        if Y is not None:
-            Yc = model._check_y(Y, N, kind)
-            _, d = kind(out_, Yc, model._mask(lens, N, T))
-            dy_top = None
-        else:
-            layer = model.layers[top]
-            dy_top = _given_dy(layer, dy, T, N) if kind is None else _synthetic_dy(layer, T, N, lens, kind, seed)
-            d = None
-        dhs = {}
-        model._backward(tapes, d, top=None if dy_top is None else top, dy_top=dy_top, dh=dhs, input_grad=False)
-    for i in sorted(dhs):
+    X = as_real_array("X", X, model.dtype)
+    if X.ndim != 3:
+        raise ValueError(f"X must be 3-D (N, T, F), got {X.ndim}-D array of shape {shape_str(X.shape)}")
+    N, T = X.shape[0], X.shape[1]
+    if N < 1 or T < 1:
+        raise ValueError(f"X must have N >= 1 samples and T >= 1 steps, got {shape_str(X.shape)}")
+    lens = as_lengths(lengths, N, T)
+    if Y is not None:
+        dhs = model.hidden_grads(X, Y, loss=kind, lengths=lens)
+    else:
+        layer = model.layers[top]
+        g = _given_dy(layer, dy, T, N) if kind is None else _synthetic_dy(layer, T, N, lens, kind, seed)
+        dhs = model.hidden_grads(X, dy=g, lengths=lens)
+    for i, dh in dhs.items():
         layer = model.layers[i]
-        _layer_norms(f"{i}:{type(layer).__name__}", layer, dhs[i], lens, direction, align, out)
+        _layer_norms(f"{i}:{type(layer).__name__}", layer, dh, lens, direction, align, out)
     return _nonempty(out, direction)
 
 
@@ -331,22 +330,6 @@ def decay_lag(norms, ratio=1e-3, *, sustained=False):
 # timescales
 # --------------------------------------------------------------------------
 
-def _radius(m) -> float:
-    m = np.asarray(m, dtype=np.float64)
-    return float(np.max(np.abs(np.linalg.eigvals(m)))) if m.size else 0.0
-
-
-def _sigmoid(a):
-    return 1.0 / (1.0 + np.exp(-a))
-
-
-def _bias(layer, s, rows):
-    if not layer.bias:
-        return np.zeros(rows.stop - rows.start)
-    p = layer.params
-    return (np.asarray(p[f"bias_ih{s}"], np.float64)[rows] + np.asarray(p[f"bias_hh{s}"], np.float64)[rows])
-
-
 def timescales(layer) -> dict:
     """The time scales a layer is built with, and the spectral radius of each
     recurrent matrix, per layer and direction.
@@ -379,36 +362,7 @@ def timescales(layer) -> dict:
                 for i, l in enumerate(layer.layers) if isinstance(l, _Recurrent)}
     if not isinstance(layer, _Recurrent):
         raise TypeError(f"layer must be an rnncore recurrent layer or Sequential, got {type(layer).__name__}")
-    H, p = layer.hidden_size, layer.params
-    out = {}
-    for k in range(layer.num_layers):
-        for d in range(layer.num_directions):
-            s = layer._suffix(k, d)
-            info: dict = {}
-            if isinstance(layer, SkipRNN):
-                info["delays"] = tuple(layer.delays)
-                info["spectral_radius"] = {f"d{dl}": _radius(p[f"weight_hh_d{dl}{s}"]) for dl in layer.delays}
-            elif isinstance(layer, (LSTM, GRU)):
-                w = np.asarray(p[f"weight_hh{s}"], np.float64)
-                gates = "ifgo" if isinstance(layer, LSTM) else "rzn"
-                info["spectral_radius"] = {g: _radius(w[j * H:(j + 1) * H]) for j, g in enumerate(gates)}
-                j = gates.index("f" if isinstance(layer, LSTM) else "z")
-                keep = _sigmoid(_bias(layer, s, slice(j * H, (j + 1) * H)))
-                with np.errstate(divide="ignore"):
-                    info["gate_tau"] = 1.0 / (1.0 - keep)
-            else:
-                w = np.asarray(p[f"weight_hh{s}"], np.float64)
-                info["spectral_radius"] = {"weight_hh": _radius(w)}
-                if isinstance(layer, LeakyRNN):
-                    a = np.asarray(p[f"alpha{s}"], np.float64)
-                    info["alpha"] = a.copy()
-                    info["tau"] = 1.0 / (1.0 - a)
-                    info["jacobian_radius"] = _radius(np.diag(a) + (1.0 - a)[:, None] * w)
-                elif isinstance(layer, ClockworkRNN):
-                    info["periods"] = tuple(layer.periods)
-                    info["unit_periods"] = np.repeat(np.asarray(layer.periods), H // len(layer.periods))
-            out[s[1:]] = info
-    return out
+    return layer.timescales()
 
 
 # --------------------------------------------------------------------------

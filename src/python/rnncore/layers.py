@@ -20,6 +20,12 @@ __all__ = ["LSTM", "GRU", "RNN", "LeakyRNN", "SkipRNN", "ClockworkRNN", "Tape"]
 _KIND = {name: int(kind) for name, kind in _core.CellKind.__members__.items()}  # numbered in api.hpp
 
 
+def _radius(m) -> float:
+    """The spectral radius (largest |eigenvalue|) of a square matrix."""
+    m = np.asarray(m, dtype=np.float64)
+    return float(np.max(np.abs(np.linalg.eigvals(m)))) if m.size else 0.0
+
+
 class Tape:
     """What :meth:`backward` needs of a training forward pass.
 
@@ -182,6 +188,32 @@ class _Recurrent(Module):
     def to_torch(self):
         """The equivalent torch.nn module with these weights (LSTM, GRU, RNN)."""
         return to_torch(self)
+
+    def timescales(self) -> dict:
+        """The time scales this layer is built with and the spectral radius of
+        each recurrent matrix, per layer and direction: ``{"l0": {...},
+        "l0_reverse": {...}, ...}`` (see :func:`rnncore.diagnostics.timescales`
+        for what each cell reports)."""
+        return {self._suffix(k, d)[1:]: self._timescale_info(self._suffix(k, d))
+                for k in range(self.num_layers) for d in range(self.num_directions)}
+
+    def _timescale_info(self, s: str) -> dict:
+        """The entries of :meth:`timescales` for the weights of suffix s."""
+        return {"spectral_radius": {"weight_hh": _radius(self.params[f"weight_hh{s}"])}}
+
+    def _gate_info(self, s: str, gates: str, keep_gate: str) -> dict:
+        """Gated cells: each gate's recurrent block's radius, and the time
+        constant 1 / (1 - sigma(b_ih + b_hh)) the keep gate gives at zero input."""
+        H = self.hidden_size
+        w = np.asarray(self.params[f"weight_hh{s}"], np.float64)
+        j = gates.index(keep_gate)
+        rows = slice(j * H, (j + 1) * H)
+        b = np.zeros(H) if not self.bias else (np.asarray(self.params[f"bias_ih{s}"], np.float64)[rows]
+                                               + np.asarray(self.params[f"bias_hh{s}"], np.float64)[rows])
+        with np.errstate(divide="ignore"):
+            tau = 1.0 / (1.0 - 1.0 / (1.0 + np.exp(-b)))
+        return {"spectral_radius": {g: _radius(w[i * H:(i + 1) * H]) for i, g in enumerate(gates)},
+                "gate_tau": tau}
 
     # -- states -----------------------------------------------------------
     _has_cell = False
@@ -468,6 +500,9 @@ class LSTM(_Recurrent):
     def _extra_config(self):
         return {"peephole": self.peephole}
 
+    def _timescale_info(self, s):
+        return self._gate_info(s, "ifgo", "f")
+
 
 class GRU(_Recurrent):
     """Gated recurrent unit layer, as ``torch.nn.GRU``.
@@ -497,6 +532,9 @@ class GRU(_Recurrent):
 
     def _extra_config(self):
         return {"reset_after": self.reset_after}
+
+    def _timescale_info(self, s):
+        return self._gate_info(s, "rzn", "z")
 
 
 class RNN(_Recurrent):
@@ -610,6 +648,15 @@ class LeakyRNN(_Recurrent):
     def _extra_config(self):
         return {"learn_alpha": self.learn_alpha}  # alpha itself is a parameter
 
+    def _timescale_info(self, s):
+        info = super()._timescale_info(s)
+        a = np.asarray(self.params[f"alpha{s}"], np.float64)
+        w = np.asarray(self.params[f"weight_hh{s}"], np.float64)
+        info["alpha"] = a.copy()
+        info["tau"] = 1.0 / (1.0 - a)
+        info["jacobian_radius"] = _radius(np.diag(a) + (1.0 - a)[:, None] * w)
+        return info
+
 
 class SkipRNN(_Recurrent):
     """Recurrent connections of several delays (Deep Learning 10.9.1, 10.9.3):
@@ -671,6 +718,10 @@ class SkipRNN(_Recurrent):
 
     def _extra_config(self):
         return {"delays": list(self.delays)}
+
+    def _timescale_info(self, s):
+        return {"delays": tuple(self.delays),
+                "spectral_radius": {f"d{dl}": _radius(self.params[f"weight_hh_d{dl}{s}"]) for dl in self.delays}}
 
 
 class ClockworkRNN(_Recurrent):
@@ -746,3 +797,10 @@ class ClockworkRNN(_Recurrent):
 
     def _extra_config(self):
         return {"periods": list(self.periods)}
+
+    def _timescale_info(self, s):
+        info = super()._timescale_info(s)
+        info["periods"] = tuple(self.periods)
+        info["unit_periods"] = np.repeat(np.asarray(self.periods), self.hidden_size // len(self.periods))
+        return info
+

@@ -205,6 +205,59 @@ class Sequential(Module):
                 d = layer.backward(tape, d)
         return d
 
+    @property
+    def last_recurrent(self):
+        """Index in :attr:`layers` of the last recurrent layer (the one
+        ``readout`` reads), or None when the model has none."""
+        return self._last_rec if self._last_rec >= 0 else None
+
+    def hidden_grads(self, X, Y=None, *, loss="mse", lengths=None, dy=None) -> dict:
+        """dL/dh_t at every step of every recurrent layer, from one forward
+        and BPTT pass over the batch X (N, T, F): ``{layer index: {k: array}}``
+        for each stacked layer k of the layer, in the layer's layout ((T, N,
+        D*H), or (N, T, D*H) batch-first), the total gradient reaching h_t.
+
+        The loss is the model's own (``loss`` of the predictions against Y,
+        through the readout and the layers above) or, with ``dy`` instead of
+        Y, ``dy`` is dL/dy of the last recurrent layer's output (in its layout)
+        and the layers above it take no part. The pass runs in eval mode (no
+        dropout masks, no random numbers drawn), and the parameter gradients
+        go to scratch: ``grads`` and every layer's mode are left untouched.
+        """
+        top = self.last_recurrent
+        if top is None:
+            raise TypeError("the model holds no recurrent layer: there is no h_t to look at")
+        if (Y is None) == (dy is None):
+            raise ValueError("give Y (the model's loss against targets) or dy (dL/dy of the last "
+                             "recurrent layer's output), exactly one of them")
+        X, lens = self._check_x(X, lengths)
+        N, T = X.shape[0], X.shape[1]
+        layer = self.layers[top]
+        if dy is not None:
+            dy = as_real_array("dy", dy, layer.dtype)
+            shape = layer._seq_shape(T, N, layer.num_directions * layer.hidden_size)
+            if dy.shape != shape:
+                raise ValueError(f"dy must be {shape_str(shape)} (the last recurrent layer's output), "
+                                 f"got {shape_str(dy.shape)}")
+        loss_fn = _losses.get(loss) if Y is not None else None
+        Yc = self._check_y(Y, N, loss_fn) if Y is not None else None
+        saved = [(l, l.grads, getattr(l, "training", True)) for l in self.layers]
+        dhs: dict = {}
+        try:
+            for l in self.layers:
+                l.grads = {k: np.zeros_like(v) for k, v in l.grads.items()}
+                l.training = False
+            out, tapes, _ = self._run(X, lens, None, train=True)
+            if Yc is not None:
+                _, d = loss_fn(out, Yc, self._mask(lens, N, T))
+                self._backward(tapes, d, dh=dhs, input_grad=False)
+            else:
+                self._backward(tapes, None, top=top, dy_top=dy, dh=dhs, input_grad=False)
+        finally:
+            for l, grads, mode in saved:
+                l.grads, l.training = grads, mode
+        return {i: dhs[i] for i in sorted(dhs)}
+
     def train(self, mode=True):
         """Training mode (``mode=True``) or eval mode for the model and every
         layer: in eval mode the layers' ``forward`` draws no dropout masks
