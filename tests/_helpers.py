@@ -10,6 +10,7 @@ from rnncore import _core
 from rnncore.runtime import _select_isa
 
 import _reference as ref
+from _numeric import central_diff, deep_copy, get_path, replace_path  # noqa: F401 (shared here)
 
 # (test id, reference cell name, reference kwargs, rnncore class, rnncore kwargs)
 GATED = [
@@ -26,6 +27,8 @@ GATED = [
 ]
 CELL_IDS = [c[0] for c in GATED]
 CELLS = {c[0]: c for c in GATED}
+# the cells torch.nn has (LSTM without peepholes, GRU as reset_after, RNN)
+TORCH_CELL_IDS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 
 
 def fix_h(cell_id, H):

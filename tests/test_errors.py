@@ -28,6 +28,8 @@ from numpy.testing import assert_allclose, assert_array_equal
 import rnncore as rc
 from rnncore import _core
 
+from _numeric import deep_copy as _deep_copy, get_path as _get, replace_path as _replace
+
 LAYERS = [rc.LSTM, rc.GRU, rc.RNN]
 LAYER_IDS = ["LSTM", "GRU", "RNN"]
 layers = pytest.mark.parametrize("cls", LAYERS, ids=LAYER_IDS)
@@ -928,16 +930,6 @@ _GRU_ONLY = {"tape extra"}
 _KEY_ARRAYS = {"x", "weight_hh", "y", "dy", "tape gates", "grad weight_ih", "lengths"}
 
 
-def _deep_copy(v):
-    if isinstance(v, np.ndarray):
-        return v.copy()
-    if isinstance(v, tuple):
-        return tuple(_deep_copy(e) for e in v)
-    if isinstance(v, list):
-        return [_deep_copy(e) for e in v]
-    return v
-
-
 def _capture(cell):
     """(forward args, backward args) of the first direction of a 1-layer layer,
     as layers.py passes them (with state, lengths and dstate given)."""
@@ -967,19 +959,6 @@ def _capture(cell):
     finally:
         layers_mod._core = real
     return seen["forward_f32"], seen["backward_f32"]
-
-
-def _get(args, path):
-    v = args
-    for p in path:
-        v = v[p]
-    return v
-
-
-def _replace(args, path, value):
-    out = list(args)
-    out[path[0]] = value if len(path) == 1 else type(args[path[0]])(_replace(args[path[0]], path[1:], value))
-    return tuple(out) if isinstance(args, tuple) else out
 
 
 def _break(v, how):

@@ -51,6 +51,9 @@ import numpy as np
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:  # workers and --import-mode=importlib
+    sys.path.insert(0, HERE)
+from _numeric import deep_copy as _deep_copy, get_path as _get, replace_path as _replace  # noqa: E402
 ENV_EXAMPLES = "RNNCORE_FUZZ_EXAMPLES"
 LONG = bool(os.environ.get(ENV_EXAMPLES))
 
@@ -1455,29 +1458,6 @@ def _leaf_paths(args, entry):
                 elif isinstance(e, list):
                     paths += [(i, k, q) for q, m in enumerate(e) if isinstance(m, np.ndarray)]
     return paths
-
-
-def _get(args, path):
-    v = args
-    for p in path:
-        v = v[p]
-    return v
-
-
-def _replace(args, path, value):
-    out = list(args)
-    out[path[0]] = value if len(path) == 1 else _replace(args[path[0]], path[1:], value)
-    return tuple(out) if isinstance(args, tuple) else out
-
-
-def _deep_copy(v):
-    if isinstance(v, np.ndarray):
-        return v.copy()
-    if isinstance(v, tuple):
-        return tuple(_deep_copy(e) for e in v)
-    if isinstance(v, list):
-        return [_deep_copy(e) for e in v]
-    return v
 
 
 def binding_mutations(args, entry, cell):

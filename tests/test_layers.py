@@ -8,7 +8,7 @@ import pytest
 
 import rnncore as rc
 
-from _helpers import (CELL_IDS, assert_close, cast_state, fix_h, flat, isa, make_pair,
+from _helpers import (CELL_IDS, assert_close, central_diff, cast_state, fix_h, flat, isa, make_pair,
                       ref_forward, ref_state, threads)
 import _reference as ref
 
@@ -218,19 +218,9 @@ def test_finite_differences_through_cpp(cell_id):
     dstate = like_state(st, rng)
     layer.zero_grad()
     dx, dst0 = layer.backward(tape, dy, dstate)
-    eps = 1e-6
 
     def fd(arr, get_loss):
-        g = np.zeros_like(arr)
-        for idx in np.ndindex(arr.shape):
-            old = arr[idx]
-            arr[idx] = old + eps
-            lp = get_loss()
-            arr[idx] = old - eps
-            lm = get_loss()
-            arr[idx] = old
-            g[idx] = (lp - lm) / (2 * eps)
-        return g
+        return central_diff(get_loss, arr)
 
     f = lambda: _loss(layer, x, state, lengths, dy, dstate)  # noqa: E731
     for name, p in layer.params.items():

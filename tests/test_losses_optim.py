@@ -12,21 +12,10 @@ import pytest
 
 from rnncore import losses, optim
 
+from _numeric import central_diff
+
 
 # -- helpers ---------------------------------------------------------------------
-
-def central_diff(f, x, eps=1e-6):
-    """d f / d x by central differences, entry by entry (x float64, modified and restored)."""
-    g = np.zeros_like(x)
-    for i in np.ndindex(x.shape):
-        old = x[i]
-        x[i] = old + eps
-        fp = f()
-        x[i] = old - eps
-        fm = f()
-        x[i] = old
-        g[i] = (fp - fm) / (2 * eps)
-    return g
 
 
 def trajectory(opt, grads_seq, p0=1.0, dtype=np.float64):

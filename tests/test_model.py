@@ -13,19 +13,12 @@ import pytest
 import rnncore as rc
 from rnncore._demo import adding_problem
 
+from _numeric import central_diff
+
 
 def _fd_check(f, arrays, grads, eps=1e-6, rtol=1e-5, atol=1e-8):
     for name, a in arrays.items():
-        g = np.zeros_like(a)
-        for idx in np.ndindex(a.shape):
-            old = a[idx]
-            a[idx] = old + eps
-            lp = f()
-            a[idx] = old - eps
-            lm = f()
-            a[idx] = old
-            g[idx] = (lp - lm) / (2 * eps)
-        np.testing.assert_allclose(grads[name], g, rtol=rtol, atol=atol, err_msg=name)
+        np.testing.assert_allclose(grads[name], central_diff(f, a, eps), rtol=rtol, atol=atol, err_msg=name)
 
 
 def test_linear_matches_numpy_and_gradients():

@@ -19,6 +19,7 @@ try:
 except ImportError:  # --import-mode=importlib does not put tests/ on sys.path
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     import _reference as ref
+from _numeric import central_diff
 
 # T = time steps, B = batch, I = input size, H = hidden size.
 T, B, I, H = 5, 3, 3, 4
@@ -115,16 +116,7 @@ def _make_problem(cell, kw, **opts):
 
 def _numeric_grad(f, a):
     """Central differences of the scalar f() w.r.t. the array a (perturbed in place)."""
-    grad = np.zeros_like(a)
-    for i in np.ndindex(a.shape):
-        old = a[i]
-        a[i] = old + EPS
-        f_plus = f()
-        a[i] = old - EPS
-        f_minus = f()
-        a[i] = old
-        grad[i] = (f_plus - f_minus) / (2 * EPS)
-    return grad
+    return central_diff(f, a, EPS)
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))

@@ -13,11 +13,13 @@ torch = pytest.importorskip("torch")
 
 import rnncore as rc  # noqa: E402
 
+from _helpers import TORCH_CELL_IDS  # noqa: E402
+
 # T = time steps, B = batch, I = input size, H = hidden size.
 T, B, I, H = 7, 3, 5, 17
 LENGTHS = np.array([4, 7, 1])  # unsorted, includes T and 1
 
-CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
+CELLS = TORCH_CELL_IDS
 TOL = {np.float32: dict(rtol=1e-4, atol=1e-5), np.float64: dict(rtol=1e-9, atol=1e-11)}
 
 
