@@ -458,9 +458,8 @@ inline void RecAcc(const FwdCtx<T>& c, int s, const T* const* rows, const T* wp,
 // 12.0 -> 11.7, (200,16,64,64) 1.24 -> 1.15; but (25,48,1024,1024), whose
 // 32 MB of weights come from memory each step, 95.8 -> 108.0, and batch 1
 // 10% slower. Cells whose inputs enter otherwise (gru's n gate, clockwork's
-// blocks) keep the pass.
-inline bool FusedProj(CellKind kind, int B, int64_t wbytes) {
-  if (kind == CellKind::kGru || kind == CellKind::kClockwork) return false;
+// blocks) keep the pass (CellBase::kFusedProj).
+inline bool FusedProj(int B, int64_t wbytes) {
   const Tuning& tu = Tune();
   if (wbytes <= tu.fused_l2_bytes) return B >= 8;
   return wbytes <= tu.fused_l3_bytes && B >= 32;
@@ -564,12 +563,6 @@ inline void ProjTile(const T* const* rows, int k0, int kn, const T* wp, T* const
     for (int g = 0; g < G; ++g) StoreN(outs[r] + static_cast<int64_t>(g) * H, acc[r][g], n);
 }
 
-#include "rnncore/cells/rnn.hpp"
-#include "rnncore/cells/lstm.hpp"
-#include "rnncore/cells/gru.hpp"
-#include "rnncore/cells/leaky.hpp"
-#include "rnncore/cells/skip.hpp"
-#include "rnncore/cells/clockwork.hpp"
 
 template <typename T>
 void FinishDh0(BwdCtx<T>& c, int b0, int b1, int K) {
@@ -680,42 +673,48 @@ T* DirectScratch(int64_t n, Buffer<T>* own) {
   return kept.get();
 }
 
-template <typename T>
-void Forward(const FwdArgs<T>& a) {
+#include "rnncore/cells/base.hpp"
+#include "rnncore/cells/rnn.hpp"
+#include "rnncore/cells/lstm.hpp"
+#include "rnncore/cells/gru.hpp"
+#include "rnncore/cells/leaky.hpp"
+#include "rnncore/cells/skip.hpp"
+#include "rnncore/cells/clockwork.hpp"
+
+// One forward pass of one direction of one layer, for cell type C: the
+// input projection, the weights packed once, the time loop over a team of
+// threads and the final state. What differs between cells is C's (see
+// cells/base.hpp); nothing here asks which cell it runs.
+template <class C, typename T>
+void ForwardCell(const FwdArgs<T>& a) {
   constexpr int W = Vec<T>::kW;
+  constexpr int G = C::kGates;
   const Problem& pb = a.pb;
-  const CellKind kind = a.cell.kind;
   const int H = pb.H, B = pb.B, I = pb.I, Tn = pb.T;
-  const int G = NumGates(a.cell);
   const int64_t GH = static_cast<int64_t>(G) * H, N = static_cast<int64_t>(Tn) * B;
   const int64_t BH = static_cast<int64_t>(B) * H;
   const bool train = a.tape.gates != nullptr;
-  const bool gru = kind == CellKind::kGru;
-  const bool gru_v1 = gru && !a.cell.reset_after;
-  const bool skip = kind == CellKind::kSkip;
   const int nblk = (H + W - 1) / W;
   const int64_t pblock = static_cast<int64_t>(nblk) * H * W;  // one packed [H, H]
+  const int rec_mats = C::RecMats(a.cell);
 
   // A call too short to amortise repacking W_hh (a streamed step) reads the
   // weights as they are, row by row, and skips BLAS for its few rows.
-  const bool simple = kind == CellKind::kLstm || kind == CellKind::kRnnTanh ||
-                      kind == CellKind::kRnnRelu || kind == CellKind::kLeaky ||
-                      (gru && a.cell.reset_after);
-  const bool direct = simple && B <= Tune().direct_max_batch && N <= Tune().direct_max_rows;
+  const bool direct = C::kDirect && B <= Tune().direct_max_batch && N <= Tune().direct_max_rows;
 
   // Scratch: gates (inference), biases, the direct product, the state. A
   // direct call takes it from its thread's kept region (no malloc a step).
-  const int64_t wbytes = (GH * I + (skip ? a.cell.n_delays : G) * static_cast<int64_t>(H) * H) * sizeof(T);
-  const bool fused = !direct && FusedProj(kind, B, wbytes);
+  const int64_t wbytes = (GH * I + rec_mats * static_cast<int64_t>(H) * H) * sizeof(T);
+  const bool fused = !direct && C::kFusedProj && FusedProj(B, wbytes);
   const int64_t n_gates = (train || fused) ? 0 : Round64<T>(N * GH), n_bias = Round64<T>(2 * GH);
-  const int64_t n_rec = direct ? Round64<T>(B * GH) : 0, n_state = skip ? 0 : Round64<T>(3 * BH);
-  Buffer<T> scratch_own, pack, pack2, state, rh, pend;
+  const int64_t n_rec = direct ? Round64<T>(B * GH) : 0, n_state = Round64<T>(C::StateScratch(BH));
+  Buffer<T> scratch_own;
+  FwdBufs<T> bufs;
   T* scratch = direct ? DirectScratch<T>(n_gates + n_bias + n_rec + n_state, &scratch_own)
                       : scratch_own.Alloc(n_gates + n_bias + n_rec + n_state);
   FwdCtx<T> c{};
   c.direct = direct;
-  // one-gate cells but clockwork (per-block masks) work on block pairs
-  c.paired = !direct && G == 1 && kind != CellKind::kClockwork;
+  c.paired = C::Paired(a.cell, direct);
   c.a = &a;
   c.H = H;
   c.B = B;
@@ -728,15 +727,15 @@ void Forward(const FwdArgs<T>& a) {
   c.hprev_stride = N * H;
   c.c = TapeSeq<T>(a.tape.c, H, a.x);
   c.extra = TapeSeq<T>(a.tape.extra, H, a.x);
-  if (kind == CellKind::kClockwork) c.gs = H / a.cell.n_periods;
+  C::Setup(c, a);
 
-  // Biases: b_hh folds into the input side except gru's b_hn under reset_after.
+  // Biases: b_hh folds into the input side unless the cell keeps it inside.
   T* bx = scratch + n_gates;
   T* bh = bx + GH;
   for (int64_t m = 0; m < GH; ++m) {
-    const bool inside_r = gru && a.cell.reset_after && m >= 2 * H;
-    bx[m] = (a.w.b_ih ? a.w.b_ih[m] : T(0)) + (a.w.b_hh && !inside_r ? a.w.b_hh[m] : T(0));
-    bh[m] = (a.w.b_hh && inside_r) ? a.w.b_hh[m] : T(0);
+    const bool inside = C::HiddenBias(a.cell, m, H);
+    bx[m] = (a.w.b_ih ? a.w.b_ih[m] : T(0)) + (a.w.b_hh && !inside ? a.w.b_hh[m] : T(0));
+    bh[m] = (a.w.b_hh && inside) ? a.w.b_hh[m] : T(0);
   }
   c.bias_x = bx;
   c.bias_h = bh;
@@ -753,37 +752,17 @@ void Forward(const FwdArgs<T>& a) {
 
   // 2. The recurrent weights repacked once for this call (unless direct), each
   // thread packing the unit blocks it owns (pack_own, in the team below).
-  if (c.direct) {
-    c.rec = scratch + n_gates + n_bias;
-  } else if (gru_v1) {
-    c.wp = pack.Alloc(2 * pblock);
-    c.wp2 = pack2.Alloc(pblock);
-    c.rhb = rh.Alloc(BH, true);
-  } else if (skip) {
-    c.wp = pack.Alloc(a.cell.n_delays * pblock);
-  } else {
-    c.wp = pack.Alloc(G * pblock);
-  }
-  const bool clock_proj = kind == CellKind::kClockwork && !pb.reverse;  // ClockInputProj, by block
+  if (c.direct) c.rec = scratch + n_gates + n_bias;
+  else C::ClaimPacks(c, a, bufs, pblock);
   auto pack_own = [&](int b0, int b1, int i0, int i1) {  // W_hh's blocks [b0, b1), W_ih's [i0, i1)
     if (c.paired) PackPairs(a.w.w_ih, H, I, packih.get(), i0, i1);
     else PackFwd(a.w.w_ih, H, I, 0, G, packih.get(), i0, i1);
-    if (gru_v1) {
-      PackFwd(a.w.w_hh, H, H, 0, 2, pack.get(), b0, b1);
-      PackFwd(a.w.w_hh, H, H, 2, 1, pack2.get(), b0, b1);
-    } else if (skip) {
-      for (int q = 0; q < a.cell.n_delays; ++q) PackPairs(a.w.w_hh_d[q], H, H, pack.get() + q * pblock, b0, b1);
-    } else if (c.paired) {
-      PackPairs(a.w.w_hh, H, H, pack.get(), b0, b1);
-    } else {
-      PackFwd(a.w.w_hh, H, H, 0, G, pack.get(), b0, b1);
-      if (kind == CellKind::kClockwork) ClockMaskPackedFwd(pack.get(), H, c.gs, b0, b1);
-    }
+    C::PackRec(c, a, bufs, pblock, b0, b1);
   };
 
   // Rows past their length: y is 0 there and the tape holds zeros.
   if (pb.lengths) {
-    const int tapes = skip ? a.cell.n_delays : 1;
+    const int tapes = C::HprevTapes(a.cell);
     for (int b = 0; b < B; ++b)
       for (int t = pb.lengths[b]; t < Tn; ++t) {
         ZeroRow(a.y.Row(t, b), H);
@@ -792,94 +771,43 @@ void Forward(const FwdArgs<T>& a) {
       }
   }
 
-  // Working state: h by step parity and c, or skip's ring of past states.
-  const int maxd = skip ? MaxDelay(a.cell) : 1;
-  if (skip) {
-    c.ring_slots = maxd + 1;
-    c.ring = state.Alloc(c.ring_slots * BH, true);
-    int64_t n_pend = 0;
-    for (int q = 0; q < a.cell.n_delays; ++q)
-      if (SkipBatched(a.cell.delays[q], B)) n_pend += a.cell.delays[q] * BH;
-    c.pend = n_pend ? pend.Alloc(n_pend) : nullptr;
-    if (a.h0)
-      for (int i = 0; i < maxd; ++i)
-        std::memcpy(RingSlot(c.ring, c.ring_slots, BH, i - maxd), a.h0 + i * BH, sizeof(T) * BH);
-  } else {
-    T* st = scratch + n_gates + n_bias + n_rec;
-    c.hb[0] = st;
-    c.hb[1] = st + BH;
-    c.cb = st + 2 * BH;
-    if (a.h0) std::memcpy(c.hb[0], a.h0, sizeof(T) * BH); else ZeroRow(c.hb[0], BH);
-    if (a.c0) std::memcpy(c.cb, a.c0, sizeof(T) * BH); else ZeroRow(c.cb, BH);
-  }
+  // The working state (h by step parity and c, or the cell's own).
+  C::InitState(c, a, bufs, scratch + n_gates + n_bias + n_rec);
 
-  const int64_t work = BH * (skip ? a.cell.n_delays * H : GH);
+  const int64_t work = BH * rec_mats * H;
   const int nt = c.direct ? 1 : ChooseTeam(pb.threads, nblk, work);
   RunTeam(nt, [&](int tid, int nteam) {
-    int b0, b1;
-    if (c.paired) OwnPairs(nblk, tid, nteam, &b0, &b1);
-    else if (kind == CellKind::kClockwork) ClockOwnBlocks(a.cell, H, I, c.gs, W, nblk, ClockPart::kSteps, tid, nteam, &b0, &b1);
-    else OwnBlocks(nblk, tid, nteam, &b0, &b1);
-    const bool clock_groups = kind == CellKind::kClockwork && !c.direct && ClockSharesGroups(c.gs, W, nblk, nteam);
-    if (!c.direct && kind == CellKind::kClockwork && nteam > 1) {
-      // Clockwork's packing (the same for every block), input projection and
-      // steps differ in how their work spreads over the blocks: each is
-      // split by its own, with barriers between (ClockOwnBlocks).
-      int p0, p1, i0, i1;
-      OwnBlocks(nblk, tid, nteam, &p0, &p1);
-      pack_own(p0, p1, p0, p1);
-      Barrier(nteam);
-      ClockOwnBlocks(a.cell, H, I, c.gs, W, nblk, ClockPart::kInputs, tid, nteam, &i0, &i1);
-      if (clock_proj) ClockInputProj(c, packih.get(), I, i0, i1);
-      else InputProj<T, 1>(c, packih.get(), I, N, i0, i1);
-      Barrier(nteam);
-    } else if (!c.direct) {
-      pack_own(b0, b1, b0, b1);
-      if (!fused) switch (G) {
-        case 4: InputProj<T, 4>(c, packih.get(), I, N, b0, b1); break;
-        case 3: InputProj<T, 3>(c, packih.get(), I, N, b0, b1); break;
-        default:
-          if (clock_proj) ClockInputProj(c, packih.get(), I, b0, b1);
-          else InputProj<T, 1>(c, packih.get(), I, N, b0, b1);
-          break;
-      }
-      // no barrier: a thread's steps read only its own blocks' columns and
-      // packed weights
-    }
+    StepTeam team;
+    team.tid = tid;
+    team.nteam = nteam;
+    C::Own(c, a, team);
+    C::Prologue(c, a, packih.get(), fused, pack_own, team);
     for (int s = 0; s < Tn; ++s) {
       const T* hp = c.hb[s & 1];
       T* hc = c.hb[(s + 1) & 1];
       if (c.direct) DirectProd(a.w.w_hh, static_cast<int>(GH), H, hp, B, c.rec);
-      switch (kind) {
-        case CellKind::kLstm: LstmFwdStep(c, s, b0, b1, hp, hc); break;
-        case CellKind::kGru:
-          if (gru_v1) {
-            GruV1FwdGates(c, s, b0, b1, hp);
-            Barrier(nteam);
-            GruV1FwdOut(c, s, b0, b1, hp, hc);
-          } else {
-            GruFwdStep(c, s, b0, b1, hp, hc);
-          }
-          break;
-        case CellKind::kRnnTanh: RnnFwdStep<T, false>(c, s, b0, b1, hp, hc); break;
-        case CellKind::kRnnRelu: RnnFwdStep<T, true>(c, s, b0, b1, hp, hc); break;
-        case CellKind::kLeaky: LeakyFwdStep(c, s, b0, b1, hp, hc); break;
-        case CellKind::kSkip: SkipFwdStep(c, s, b0, b1); break;
-        case CellKind::kClockwork:
-          ClockForShares(clock_groups, c.gs, W, nblk, tid, nteam, b0, b1,
-                         [&](int r0, int r1) { ClockFwdStep(c, s, r0, r1, hp, hc); });
-          break;
-      }
+      C::FwdStep(c, s, team, hp, hc);
       Barrier(nteam);
     }
   });
+  C::FinalState(c, a);
+}
 
-  if (skip) {
-    if (a.hn) SkipFinalState(a, maxd);
-    return;
+// The cell types of the kinds (api.hpp's CellKind): the one place that maps
+// a kind to its code.
+template <typename T>
+void Forward(const FwdArgs<T>& a) {
+  switch (a.cell.kind) {
+    case CellKind::kLstm: return ForwardCell<LstmCell<T>>(a);
+    case CellKind::kGru:
+      if (a.cell.reset_after) return ForwardCell<GruCell<T>>(a);
+      return ForwardCell<GruV1Cell<T>>(a);
+    case CellKind::kRnnTanh: return ForwardCell<RnnCell<T, false>>(a);
+    case CellKind::kRnnRelu: return ForwardCell<RnnCell<T, true>>(a);
+    case CellKind::kLeaky: return ForwardCell<LeakyCell<T>>(a);
+    case CellKind::kSkip: return ForwardCell<SkipCell<T>>(a);
+    case CellKind::kClockwork: return ForwardCell<ClockCell<T>>(a);
   }
-  if (a.hn) std::memcpy(a.hn, c.hb[Tn & 1], sizeof(T) * BH);
-  if (a.cn) std::memcpy(a.cn, c.cb, sizeof(T) * BH);
 }
 
 // Column sums of n rows of a [rows, ld] matrix into out[0..n) (+=).

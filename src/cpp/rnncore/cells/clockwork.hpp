@@ -304,3 +304,47 @@ void ClockMaskPackedBwd(T* wp, int H, int gs, int blk0, int blk1) {  // [blk][m]
       for (int m = m_begin; m < H; ++m) wp[(static_cast<int64_t>(blk) * H + m) * W + l] = T(0);
     }
 }
+
+// The cell type (cells/base.hpp): block-triangular W_hh, blocks owned by
+// cost, and the input projection made by block.
+template <typename T>
+struct ClockCell : CellBase<ClockCell<T>, T> {
+  static constexpr bool kFusedProj = false;
+  static bool Paired(const CellSpec&, bool) { return false; }  // masks are per block
+  static void Setup(FwdCtx<T>& c, const FwdArgs<T>& a) { c.gs = c.H / a.cell.n_periods; }
+  static void PackRec(const FwdCtx<T>& c, const FwdArgs<T>& a, FwdBufs<T>& bf, int64_t, int b0, int b1) {
+    PackFwd(a.w.w_hh, c.H, c.H, 0, 1, bf.pack.get(), b0, b1);
+    ClockMaskPackedFwd(bf.pack.get(), c.H, c.gs, b0, b1);
+  }
+  static void Own(const FwdCtx<T>& c, const FwdArgs<T>& a, StepTeam& t) {
+    ClockOwnBlocks(a.cell, c.H, a.pb.I, c.gs, Vec<T>::kW, c.nblk, ClockPart::kSteps, t.tid, t.nteam, &t.b0, &t.b1);
+    t.mode = ClockSharesGroups(c.gs, Vec<T>::kW, c.nblk, t.nteam);
+  }
+  // Packing (the same for every block), input projection and steps differ
+  // in how their work spreads over the blocks: in a team each is split by
+  // its own, with barriers between (ClockOwnBlocks).
+  template <class PackOwn>
+  static void Prologue(const FwdCtx<T>& c, const FwdArgs<T>& a, const T* packih, bool, PackOwn&& pack_own,
+                       const StepTeam& t) {
+    const bool by_block = !a.pb.reverse;  // ClockInputProj
+    const int I = a.pb.I;
+    if (t.nteam > 1) {
+      int p0, p1, i0, i1;
+      OwnBlocks(c.nblk, t.tid, t.nteam, &p0, &p1);
+      pack_own(p0, p1, p0, p1);
+      Barrier(t.nteam);
+      ClockOwnBlocks(a.cell, c.H, I, c.gs, Vec<T>::kW, c.nblk, ClockPart::kInputs, t.tid, t.nteam, &i0, &i1);
+      if (by_block) ClockInputProj(c, packih, I, i0, i1);
+      else InputProj<T, 1>(c, packih, I, static_cast<int64_t>(a.pb.T) * a.pb.B, i0, i1);
+      Barrier(t.nteam);
+    } else {
+      pack_own(t.b0, t.b1, t.b0, t.b1);
+      if (by_block) ClockInputProj(c, packih, I, t.b0, t.b1);
+      else InputProj<T, 1>(c, packih, I, static_cast<int64_t>(a.pb.T) * a.pb.B, t.b0, t.b1);
+    }
+  }
+  static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T* hp, T* hc) {
+    ClockForShares(t.mode != 0, c.gs, Vec<T>::kW, c.nblk, t.tid, t.nteam, t.b0, t.b1,
+                   [&](int r0, int r1) { ClockFwdStep(c, s, r0, r1, hp, hc); });
+  }
+};

@@ -244,3 +244,36 @@ void GruV1BwdReset(BwdCtx<T>& c, int s, int b0, int b1) {
     });
   }, s & 1);
 }
+
+// The cell types (cells/base.hpp): reset_after (b_hn inside r * (.)) and
+// Cho et al.'s W_hn (r * h), whose step is two phases with a barrier between.
+template <typename T>
+struct GruCell : CellBase<GruCell<T>, T> {
+  static constexpr int kGates = 3;
+  static constexpr bool kDirect = true;
+  static constexpr bool kFusedProj = false;  // the n gate's input part stays apart
+  static bool HiddenBias(const CellSpec&, int64_t m, int H) { return m >= 2 * static_cast<int64_t>(H); }
+  static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T* hp, T* hc) {
+    GruFwdStep(c, s, t.b0, t.b1, hp, hc);
+  }
+};
+
+template <typename T>
+struct GruV1Cell : CellBase<GruV1Cell<T>, T> {
+  static constexpr int kGates = 3;
+  static constexpr bool kFusedProj = false;
+  static void ClaimPacks(FwdCtx<T>& c, const FwdArgs<T>&, FwdBufs<T>& bf, int64_t pblock) {
+    c.wp = bf.pack.Alloc(2 * pblock);  // r, z
+    c.wp2 = bf.pack2.Alloc(pblock);    // n, read after r * h is known
+    c.rhb = bf.rh.Alloc(static_cast<int64_t>(c.B) * c.H, true);
+  }
+  static void PackRec(const FwdCtx<T>& c, const FwdArgs<T>& a, FwdBufs<T>& bf, int64_t, int b0, int b1) {
+    PackFwd(a.w.w_hh, c.H, c.H, 0, 2, bf.pack.get(), b0, b1);
+    PackFwd(a.w.w_hh, c.H, c.H, 2, 1, bf.pack2.get(), b0, b1);
+  }
+  static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T* hp, T* hc) {
+    GruV1FwdGates(c, s, t.b0, t.b1, hp);
+    Barrier(t.nteam);
+    GruV1FwdOut(c, s, t.b0, t.b1, hp, hc);
+  }
+};

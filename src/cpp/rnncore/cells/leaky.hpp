@@ -84,3 +84,12 @@ void LeakyBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
     for (int u = 0; u < PG; ++u) StoreN(c.dalpha + (blk + u) * W, dal[u], MinI(W, H - (blk + u) * W));
   }, s & 1);
 }
+
+// The cell type (cells/base.hpp).
+template <typename T>
+struct LeakyCell : CellBase<LeakyCell<T>, T> {
+  static constexpr bool kDirect = true;
+  static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T* hp, T* hc) {
+    LeakyFwdStep(c, s, t.b0, t.b1, hp, hc);
+  }
+};

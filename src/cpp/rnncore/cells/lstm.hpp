@@ -126,3 +126,13 @@ void LstmBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
     });
   }, s & 1);
 }
+
+// The cell type (cells/base.hpp).
+template <typename T>
+struct LstmCell : CellBase<LstmCell<T>, T> {
+  static constexpr int kGates = 4;
+  static constexpr bool kDirect = true;
+  static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T* hp, T* hc) {
+    LstmFwdStep(c, s, t.b0, t.b1, hp, hc);
+  }
+};

@@ -70,3 +70,12 @@ void RnnBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
     });
   }, s & 1);
 }
+
+// The cell type (cells/base.hpp).
+template <typename T, bool kRelu>
+struct RnnCell : CellBase<RnnCell<T, kRelu>, T> {
+  static constexpr bool kDirect = true;
+  static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T* hp, T* hc) {
+    RnnFwdStep<T, kRelu>(c, s, t.b0, t.b1, hp, hc);
+  }
+};

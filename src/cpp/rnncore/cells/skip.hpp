@@ -208,3 +208,33 @@ void SkipFinishDh0(BwdCtx<T>& c, int b0, int b1) {
     });
   }
 }
+
+// The cell type (cells/base.hpp): one W_hh per delay, and a ring of past
+// states for a state.
+template <typename T>
+struct SkipCell : CellBase<SkipCell<T>, T> {
+  static int RecMats(const CellSpec& cell) { return cell.n_delays; }
+  static int HprevTapes(const CellSpec& cell) { return cell.n_delays; }
+  static int64_t StateScratch(int64_t) { return 0; }
+  static void PackRec(const FwdCtx<T>& c, const FwdArgs<T>& a, FwdBufs<T>& bf, int64_t pblock, int b0, int b1) {
+    for (int q = 0; q < a.cell.n_delays; ++q)
+      PackPairs(a.w.w_hh_d[q], c.H, c.H, bf.pack.get() + q * pblock, b0, b1);
+  }
+  static void InitState(FwdCtx<T>& c, const FwdArgs<T>& a, FwdBufs<T>& bf, T*) {
+    const int64_t BH = static_cast<int64_t>(c.B) * c.H;
+    const int maxd = MaxDelay(a.cell);
+    c.ring_slots = maxd + 1;
+    c.ring = bf.state.Alloc(c.ring_slots * BH, true);
+    int64_t n_pend = 0;
+    for (int q = 0; q < a.cell.n_delays; ++q)
+      if (SkipBatched(a.cell.delays[q], c.B)) n_pend += a.cell.delays[q] * BH;
+    c.pend = n_pend ? bf.pend.Alloc(n_pend) : nullptr;
+    if (a.h0)
+      for (int i = 0; i < maxd; ++i)
+        std::memcpy(RingSlot(c.ring, c.ring_slots, BH, i - maxd), a.h0 + i * BH, sizeof(T) * BH);
+  }
+  static void FinalState(const FwdCtx<T>&, const FwdArgs<T>& a) {
+    if (a.hn) SkipFinalState(a, MaxDelay(a.cell));
+  }
+  static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T*, T*) { SkipFwdStep(c, s, t.b0, t.b1); }
+};

@@ -1,0 +1,87 @@
+// What a cell type gives the driver (ForwardCell in driver.hpp), with the
+// defaults most cells share. A cell C derives from CellBase<C, T> and hides
+// what it does differently; the driver calls C::... and never asks which
+// cell it runs. Each cell's type sits at the end of its own file, after its
+// step functions; dispatch.hpp's kinds map to the types in CellForward.
+
+// The call's buffers a cell may claim (packed weights, state, scratch).
+template <typename T>
+struct FwdBufs {
+  Buffer<T> pack, pack2, state, rh, pend;
+};
+
+// A thread's part of a team: its unit blocks [b0, b1), and a mode its cell
+// may set in Own for its steps (clockwork: share out every group's blocks).
+struct StepTeam {
+  int tid = 0, nteam = 1, b0 = 0, b1 = 0, mode = 0;
+};
+
+template <class C, typename T>
+struct CellBase {
+  // Gates per unit (rows of W_ih and W_hh: kGates * H).
+  static constexpr int kGates = 1;
+  // May a short call read W_hh row by row (DirectProd) instead of repacking it?
+  static constexpr bool kDirect = false;
+  // May the steps make x_t W_ih^T themselves (FusedProj)?
+  static constexpr bool kFusedProj = true;
+
+  // The H x H recurrent matrices a step reads.
+  static int RecMats(const CellSpec&) { return C::kGates; }
+  // One-gate cells work on block pairs of W_hh (PackPairs) unless direct.
+  static bool Paired(const CellSpec&, bool direct) { return !direct && C::kGates == 1; }
+  // Whether bias m (of G*H) stays inside the step instead of joining the
+  // input side (gru's b_hn under reset_after).
+  static bool HiddenBias(const CellSpec&, int64_t, int) { return false; }
+  // Tapes of the states before each step (skip: one per delay).
+  static int HprevTapes(const CellSpec&) { return 1; }
+  // Elements of the call's scratch for the working state: h by step parity, c.
+  static int64_t StateScratch(int64_t BH) { return 3 * BH; }
+
+  static void Setup(FwdCtx<T>&, const FwdArgs<T>&) {}
+
+  // The packed recurrent weights: claimed for the call, then each thread
+  // packs the unit blocks [b0, b1) it owns.
+  static void ClaimPacks(FwdCtx<T>& c, const FwdArgs<T>& a, FwdBufs<T>& bf, int64_t pblock) {
+    c.wp = bf.pack.Alloc(C::RecMats(a.cell) * pblock);
+  }
+  static void PackRec(const FwdCtx<T>& c, const FwdArgs<T>& a, FwdBufs<T>& bf, int64_t, int b0, int b1) {
+    if (c.paired) PackPairs(a.w.w_hh, c.H, c.H, bf.pack.get(), b0, b1);
+    else PackFwd(a.w.w_hh, c.H, c.H, 0, C::kGates, bf.pack.get(), b0, b1);
+  }
+
+  // The working state from h0 (and c0), into the scratch st (StateScratch).
+  static void InitState(FwdCtx<T>& c, const FwdArgs<T>& a, FwdBufs<T>&, T* st) {
+    const int64_t BH = static_cast<int64_t>(c.B) * c.H;
+    c.hb[0] = st;
+    c.hb[1] = st + BH;
+    c.cb = st + 2 * BH;
+    if (a.h0) std::memcpy(c.hb[0], a.h0, sizeof(T) * BH); else ZeroRow(c.hb[0], BH);
+    if (a.c0) std::memcpy(c.cb, a.c0, sizeof(T) * BH); else ZeroRow(c.cb, BH);
+  }
+  static void FinalState(const FwdCtx<T>& c, const FwdArgs<T>& a) {
+    const int64_t BH = static_cast<int64_t>(c.B) * c.H;
+    if (a.hn) std::memcpy(a.hn, c.hb[a.pb.T & 1], sizeof(T) * BH);
+    if (a.cn) std::memcpy(a.cn, c.cb, sizeof(T) * BH);
+  }
+
+  // The unit blocks thread t.tid of t.nteam steps: t.b0, t.b1.
+  static void Own(const FwdCtx<T>& c, const FwdArgs<T>&, StepTeam& t) {
+    if (c.paired) OwnPairs(c.nblk, t.tid, t.nteam, &t.b0, &t.b1);
+    else OwnBlocks(c.nblk, t.tid, t.nteam, &t.b0, &t.b1);
+  }
+
+  // Before the time loop, in the team: pack the weights of the thread's
+  // blocks (pack_own(b0, b1, i0, i1): W_hh's [b0, b1), W_ih's [i0, i1)) and
+  // make the input projection of its columns. No barrier: a thread's steps
+  // read only its own blocks' columns and packed weights.
+  template <class PackOwn>
+  static void Prologue(const FwdCtx<T>& c, const FwdArgs<T>& a, const T* packih, bool fused, PackOwn&& pack_own,
+                       const StepTeam& t) {
+    if (c.direct) return;
+    pack_own(t.b0, t.b1, t.b0, t.b1);
+    if (!fused) InputProj<T, C::kGates>(c, packih, a.pb.I, static_cast<int64_t>(a.pb.T) * a.pb.B, t.b0, t.b1);
+  }
+
+  // One step s of the thread's blocks (FwdStep, in each cell): h_t into hc
+  // from hp = h_{t-1}, the lanes writing y and the tapes.
+};
