@@ -673,143 +673,6 @@ T* DirectScratch(int64_t n, Buffer<T>* own) {
   return kept.get();
 }
 
-#include "rnncore/cells/base.hpp"
-#include "rnncore/cells/rnn.hpp"
-#include "rnncore/cells/lstm.hpp"
-#include "rnncore/cells/gru.hpp"
-#include "rnncore/cells/leaky.hpp"
-#include "rnncore/cells/skip.hpp"
-#include "rnncore/cells/clockwork.hpp"
-
-// One forward pass of one direction of one layer, for cell type C: the
-// input projection, the weights packed once, the time loop over a team of
-// threads and the final state. What differs between cells is C's (see
-// cells/base.hpp); nothing here asks which cell it runs.
-template <class C, typename T>
-void ForwardCell(const FwdArgs<T>& a) {
-  constexpr int W = Vec<T>::kW;
-  constexpr int G = C::kGates;
-  const Problem& pb = a.pb;
-  const int H = pb.H, B = pb.B, I = pb.I, Tn = pb.T;
-  const int64_t GH = static_cast<int64_t>(G) * H, N = static_cast<int64_t>(Tn) * B;
-  const int64_t BH = static_cast<int64_t>(B) * H;
-  const bool train = a.tape.gates != nullptr;
-  const int nblk = (H + W - 1) / W;
-  const int64_t pblock = static_cast<int64_t>(nblk) * H * W;  // one packed [H, H]
-  const int rec_mats = C::RecMats(a.cell);
-
-  // A call too short to amortise repacking W_hh (a streamed step) reads the
-  // weights as they are, row by row, and skips BLAS for its few rows.
-  const bool direct = C::kDirect && B <= Tune().direct_max_batch && N <= Tune().direct_max_rows;
-
-  // Scratch: gates (inference), biases, the direct product, the state. A
-  // direct call takes it from its thread's kept region (no malloc a step).
-  const int64_t wbytes = (GH * I + rec_mats * static_cast<int64_t>(H) * H) * sizeof(T);
-  const bool fused = !direct && C::kFusedProj && FusedProj(B, wbytes);
-  const int64_t n_gates = (train || fused) ? 0 : Round64<T>(N * GH), n_bias = Round64<T>(2 * GH);
-  const int64_t n_rec = direct ? Round64<T>(B * GH) : 0, n_state = Round64<T>(C::StateScratch(BH));
-  Buffer<T> scratch_own;
-  FwdBufs<T> bufs;
-  T* scratch = direct ? DirectScratch<T>(n_gates + n_bias + n_rec + n_state, &scratch_own)
-                      : scratch_own.Alloc(n_gates + n_bias + n_rec + n_state);
-  FwdCtx<T> c{};
-  c.direct = direct;
-  c.paired = C::Paired(a.cell, direct);
-  c.a = &a;
-  c.H = H;
-  c.B = B;
-  c.GH = GH;
-  c.nblk = nblk;
-  c.gates = TapeSeq<T>(train ? a.tape.gates : (fused ? nullptr : scratch), GH, a.x);
-  c.I = I;
-  c.ask = AskTapes<T>(N * GH);
-  c.hprev = TapeSeq<T>(a.tape.hprev, H, a.x);
-  c.hprev_stride = N * H;
-  c.c = TapeSeq<T>(a.tape.c, H, a.x);
-  c.extra = TapeSeq<T>(a.tape.extra, H, a.x);
-  C::Setup(c, a);
-
-  // Biases: b_hh folds into the input side unless the cell keeps it inside.
-  T* bx = scratch + n_gates;
-  T* bh = bx + GH;
-  for (int64_t m = 0; m < GH; ++m) {
-    const bool inside = C::HiddenBias(a.cell, m, H);
-    bx[m] = (a.w.b_ih ? a.w.b_ih[m] : T(0)) + (a.w.b_hh && !inside ? a.w.b_hh[m] : T(0));
-    bh[m] = (a.w.b_hh && inside) ? a.w.b_hh[m] : T(0);
-  }
-  c.bias_x = bx;
-  c.bias_h = bh;
-
-  // 1. The input projection of all N rows at once.
-  if (c.direct) {
-    for (int t = 0; t < Tn; ++t)
-      for (int b = 0; b < B; ++b)
-        DirectProd(a.w.w_ih, static_cast<int>(GH), I, a.x.Row(t, b), 1, c.gates.Row(t, b));
-  }
-  Buffer<T> packih;  // otherwise done by the team below, with W_ih packed once
-  if (!c.direct) packih.Alloc(static_cast<int64_t>(nblk) * I * G * W);
-  if (fused) c.wpx = packih.get();
-
-  // 2. The recurrent weights repacked once for this call (unless direct), each
-  // thread packing the unit blocks it owns (pack_own, in the team below).
-  if (c.direct) c.rec = scratch + n_gates + n_bias;
-  else C::ClaimPacks(c, a, bufs, pblock);
-  auto pack_own = [&](int b0, int b1, int i0, int i1) {  // W_hh's blocks [b0, b1), W_ih's [i0, i1)
-    if (c.paired) PackPairs(a.w.w_ih, H, I, packih.get(), i0, i1);
-    else PackFwd(a.w.w_ih, H, I, 0, G, packih.get(), i0, i1);
-    C::PackRec(c, a, bufs, pblock, b0, b1);
-  };
-
-  // Rows past their length: y is 0 there and the tape holds zeros.
-  if (pb.lengths) {
-    const int tapes = C::HprevTapes(a.cell);
-    for (int b = 0; b < B; ++b)
-      for (int t = pb.lengths[b]; t < Tn; ++t) {
-        ZeroRow(a.y.Row(t, b), H);
-        for (int q = 0; train && q < tapes; ++q) ZeroRow(c.hprev.Row(t, b) + q * c.hprev_stride, H);
-        if (train && c.extra.p) ZeroRow(c.extra.Row(t, b), H);
-      }
-  }
-
-  // The working state (h by step parity and c, or the cell's own).
-  C::InitState(c, a, bufs, scratch + n_gates + n_bias + n_rec);
-
-  const int64_t work = BH * rec_mats * H;
-  const int nt = c.direct ? 1 : ChooseTeam(pb.threads, nblk, work);
-  RunTeam(nt, [&](int tid, int nteam) {
-    StepTeam team;
-    team.tid = tid;
-    team.nteam = nteam;
-    C::Own(c, a, team);
-    C::Prologue(c, a, packih.get(), fused, pack_own, team);
-    for (int s = 0; s < Tn; ++s) {
-      const T* hp = c.hb[s & 1];
-      T* hc = c.hb[(s + 1) & 1];
-      if (c.direct) DirectProd(a.w.w_hh, static_cast<int>(GH), H, hp, B, c.rec);
-      C::FwdStep(c, s, team, hp, hc);
-      Barrier(nteam);
-    }
-  });
-  C::FinalState(c, a);
-}
-
-// The cell types of the kinds (api.hpp's CellKind): the one place that maps
-// a kind to its code.
-template <typename T>
-void Forward(const FwdArgs<T>& a) {
-  switch (a.cell.kind) {
-    case CellKind::kLstm: return ForwardCell<LstmCell<T>>(a);
-    case CellKind::kGru:
-      if (a.cell.reset_after) return ForwardCell<GruCell<T>>(a);
-      return ForwardCell<GruV1Cell<T>>(a);
-    case CellKind::kRnnTanh: return ForwardCell<RnnCell<T, false>>(a);
-    case CellKind::kRnnRelu: return ForwardCell<RnnCell<T, true>>(a);
-    case CellKind::kLeaky: return ForwardCell<LeakyCell<T>>(a);
-    case CellKind::kSkip: return ForwardCell<SkipCell<T>>(a);
-    case CellKind::kClockwork: return ForwardCell<ClockCell<T>>(a);
-  }
-}
-
 // Column sums of n rows of a [rows, ld] matrix into out[0..n) (+=).
 template <typename T>
 void ColSums(const T* m, int64_t rows, int64_t ld, int64_t n, T* out) {
@@ -1079,31 +942,149 @@ void BigGemm(bool ta, int m, int n, int k, const T* a, int lda, const T* b, int 
     Gemm<T>(ta, false, m, n, k, T(1), a, lda, b, ldb, beta, c, ldc, threads);
 }
 
-template <typename T>
-void Backward(const BwdArgs<T>& a) {
+#include "rnncore/cells/base.hpp"
+#include "rnncore/cells/rnn.hpp"
+#include "rnncore/cells/lstm.hpp"
+#include "rnncore/cells/gru.hpp"
+#include "rnncore/cells/leaky.hpp"
+#include "rnncore/cells/skip.hpp"
+#include "rnncore/cells/clockwork.hpp"
+
+// One forward pass of one direction of one layer, for cell type C: the
+// input projection, the weights packed once, the time loop over a team of
+// threads and the final state. What differs between cells is C's (see
+// cells/base.hpp); nothing here asks which cell it runs.
+template <class C, typename T>
+void ForwardCell(const FwdArgs<T>& a) {
   constexpr int W = Vec<T>::kW;
+  constexpr int G = C::kGates;
   const Problem& pb = a.pb;
-  const CellKind kind = a.cell.kind;
   const int H = pb.H, B = pb.B, I = pb.I, Tn = pb.T;
-  const int G = NumGates(a.cell);
   const int64_t GH = static_cast<int64_t>(G) * H, N = static_cast<int64_t>(Tn) * B;
-  const bool gru = kind == CellKind::kGru;
-  const bool gru_v1 = gru && !a.cell.reset_after;
-  const bool gru_ra = gru && a.cell.reset_after;
-  const bool skip = kind == CellKind::kSkip;
-  const bool clock = kind == CellKind::kClockwork;
+  const int64_t BH = static_cast<int64_t>(B) * H;
+  const bool train = a.tape.gates != nullptr;
+  const int nblk = (H + W - 1) / W;
+  const int64_t pblock = static_cast<int64_t>(nblk) * H * W;  // one packed [H, H]
+  const int rec_mats = C::RecMats(a.cell);
+
+  // A call too short to amortise repacking W_hh (a streamed step) reads the
+  // weights as they are, row by row, and skips BLAS for its few rows.
+  const bool direct = C::kDirect && B <= Tune().direct_max_batch && N <= Tune().direct_max_rows;
+
+  // Scratch: gates (inference), biases, the direct product, the state. A
+  // direct call takes it from its thread's kept region (no malloc a step).
+  const int64_t wbytes = (GH * I + rec_mats * static_cast<int64_t>(H) * H) * sizeof(T);
+  const bool fused = !direct && C::kFusedProj && FusedProj(B, wbytes);
+  const int64_t n_gates = (train || fused) ? 0 : Round64<T>(N * GH), n_bias = Round64<T>(2 * GH);
+  const int64_t n_rec = direct ? Round64<T>(B * GH) : 0, n_state = Round64<T>(C::StateScratch(BH));
+  Buffer<T> scratch_own;
+  FwdBufs<T> bufs;
+  T* scratch = direct ? DirectScratch<T>(n_gates + n_bias + n_rec + n_state, &scratch_own)
+                      : scratch_own.Alloc(n_gates + n_bias + n_rec + n_state);
+  FwdCtx<T> c{};
+  c.direct = direct;
+  c.paired = C::Paired(a.cell, direct);
+  c.a = &a;
+  c.H = H;
+  c.B = B;
+  c.GH = GH;
+  c.nblk = nblk;
+  c.gates = TapeSeq<T>(train ? a.tape.gates : (fused ? nullptr : scratch), GH, a.x);
+  c.I = I;
+  c.ask = AskTapes<T>(N * GH);
+  c.hprev = TapeSeq<T>(a.tape.hprev, H, a.x);
+  c.hprev_stride = N * H;
+  c.c = TapeSeq<T>(a.tape.c, H, a.x);
+  c.extra = TapeSeq<T>(a.tape.extra, H, a.x);
+  C::Setup(c, a);
+
+  // Biases: b_hh folds into the input side unless the cell keeps it inside.
+  T* bx = scratch + n_gates;
+  T* bh = bx + GH;
+  for (int64_t m = 0; m < GH; ++m) {
+    const bool inside = C::HiddenBias(a.cell, m, H);
+    bx[m] = (a.w.b_ih ? a.w.b_ih[m] : T(0)) + (a.w.b_hh && !inside ? a.w.b_hh[m] : T(0));
+    bh[m] = (a.w.b_hh && inside) ? a.w.b_hh[m] : T(0);
+  }
+  c.bias_x = bx;
+  c.bias_h = bh;
+
+  // 1. The input projection of all N rows at once.
+  if (c.direct) {
+    for (int t = 0; t < Tn; ++t)
+      for (int b = 0; b < B; ++b)
+        DirectProd(a.w.w_ih, static_cast<int>(GH), I, a.x.Row(t, b), 1, c.gates.Row(t, b));
+  }
+  Buffer<T> packih;  // otherwise done by the team below, with W_ih packed once
+  if (!c.direct) packih.Alloc(static_cast<int64_t>(nblk) * I * G * W);
+  if (fused) c.wpx = packih.get();
+
+  // 2. The recurrent weights repacked once for this call (unless direct), each
+  // thread packing the unit blocks it owns (pack_own, in the team below).
+  if (c.direct) c.rec = scratch + n_gates + n_bias;
+  else C::ClaimPacks(c, a, bufs, pblock);
+  auto pack_own = [&](int b0, int b1, int i0, int i1) {  // W_hh's blocks [b0, b1), W_ih's [i0, i1)
+    if (c.paired) PackPairs(a.w.w_ih, H, I, packih.get(), i0, i1);
+    else PackFwd(a.w.w_ih, H, I, 0, G, packih.get(), i0, i1);
+    C::PackRec(c, a, bufs, pblock, b0, b1);
+  };
+
+  // Rows past their length: y is 0 there and the tape holds zeros.
+  if (pb.lengths) {
+    const int tapes = C::HprevTapes(a.cell);
+    for (int b = 0; b < B; ++b)
+      for (int t = pb.lengths[b]; t < Tn; ++t) {
+        ZeroRow(a.y.Row(t, b), H);
+        for (int q = 0; train && q < tapes; ++q) ZeroRow(c.hprev.Row(t, b) + q * c.hprev_stride, H);
+        if (train && c.extra.p) ZeroRow(c.extra.Row(t, b), H);
+      }
+  }
+
+  // The working state (h by step parity and c, or the cell's own).
+  C::InitState(c, a, bufs, scratch + n_gates + n_bias + n_rec);
+
+  const int64_t work = BH * rec_mats * H;
+  const int nt = c.direct ? 1 : ChooseTeam(pb.threads, nblk, work);
+  RunTeam(nt, [&](int tid, int nteam) {
+    StepTeam team;
+    team.tid = tid;
+    team.nteam = nteam;
+    C::Own(c, a, team);
+    C::Prologue(c, a, packih.get(), fused, pack_own, team);
+    for (int s = 0; s < Tn; ++s) {
+      const T* hp = c.hb[s & 1];
+      T* hc = c.hb[(s + 1) & 1];
+      if (c.direct) DirectProd(a.w.w_hh, static_cast<int>(GH), H, hp, B, c.rec);
+      C::FwdStep(c, s, team, hp, hc);
+      Barrier(nteam);
+    }
+  });
+  C::FinalState(c, a);
+}
+
+// One backward pass (BPTT) of one direction of one layer, for cell type C:
+// the carried gradients through the time loop on a team, then the weight
+// gradients, dx and the bias gradients as large products over all rows.
+template <class C, typename T>
+void BackwardCell(const BwdArgs<T>& a) {
+  constexpr int W = Vec<T>::kW;
+  constexpr int G = C::kGates;
+  const Problem& pb = a.pb;
+  const int H = pb.H, B = pb.B, Tn = pb.T;
+  const int64_t GH = static_cast<int64_t>(G) * H, N = static_cast<int64_t>(Tn) * B;
   const int nblk = (H + W - 1) / W;
   const int64_t BH = static_cast<int64_t>(B) * H;
   const int64_t pblock = static_cast<int64_t>(nblk) * H * W;
 
-  Buffer<T> dgbuf, dnbuf, pack, pack2, state;
+  BwdBufs<T> bufs;
   BwdCtx<T> c{};
   c.a = &a;
   c.H = H;
   c.B = B;
   c.GH = GH;
   c.nblk = nblk;
-  if (clock) c.gs = H / a.cell.n_periods;
+  c.paired = C::BwdPaired();
+  C::SetupBwd(c, a);
   c.gates = TapeSeq<const T>(a.tape.gates, GH, a.x);
   c.ask = AskTapes<T>(N * GH);
   c.hprev = TapeSeq<const T>(a.tape.hprev, H, a.x);
@@ -1111,135 +1092,71 @@ void Backward(const BwdArgs<T>& a) {
   c.extra = TapeSeq<const T>(a.tape.extra, H, a.x);
   // Rows past a batch row's length keep zero gradients: zero everything once.
   const bool zero_fill = pb.lengths != nullptr;
-  c.dg = TapeSeq<T>(dgbuf.Alloc(N * GH, zero_fill), GH, a.x);
-  if (gru_ra) c.dnx = TapeSeq<T>(dnbuf.Alloc(N * H, zero_fill), H, a.x);
-
+  c.dg = TapeSeq<T>(bufs.dg.Alloc(N * GH, zero_fill), GH, a.x);
   // W_hh repacked for the backward product, each thread its own unit blocks
-  if (gru_v1) {
-    c.wpb = pack.Alloc(2 * pblock);
-    c.wpb2 = pack2.Alloc(pblock);
-  } else if (skip) {
-    c.wpb = pack.Alloc(a.cell.n_delays * pblock);
-  } else {
-    c.wpb = pack.Alloc(G * pblock);
-  }
-  // every cell but clockwork (per-block masks) works on block pairs
-  c.paired = !clock;
-  auto pack_own = [&](int b0, int b1) {
-    if (gru_v1) {
-      PackBwdPairs(a.w.w_hh, H, 0, 2 * H, pack.get(), b0, b1);
-      PackBwdPairs(a.w.w_hh, H, 2 * H, H, pack2.get(), b0, b1);
-    } else if (skip) {
-      for (int q = 0; q < a.cell.n_delays; ++q) PackBwdPairs(a.w.w_hh_d[q], H, 0, H, pack.get() + q * pblock, b0, b1);
-    } else if (c.paired) {
-      PackBwdPairs(a.w.w_hh, H, 0, static_cast<int>(GH), pack.get(), b0, b1);
-    } else {
-      PackBwd(a.w.w_hh, H, 0, static_cast<int>(GH), pack.get(), b0, b1);
-      ClockMaskPackedBwd(pack.get(), H, c.gs, b0, b1);
-    }
-  };
+  C::ClaimBwd(c, a, bufs, pblock, zero_fill);
 
-  T* st = state.Alloc(2 * BH + GH + 4 * static_cast<int64_t>(H), true);
+  T* st = bufs.state.Alloc(2 * BH + GH + 4 * static_cast<int64_t>(H), true);
   c.dh = st;
   c.dc = st + BH;
   c.zero = st + 2 * BH;
   c.dwch = st + 2 * BH + GH;
   c.dalpha = c.dwch + 3 * H;
-  if (a.dhn && !skip) std::memcpy(c.dh, a.dhn, sizeof(T) * BH);
+  C::BwdInitState(c, a);
   if (a.dcn) std::memcpy(c.dc, a.dcn, sizeof(T) * BH);
 
-  const int64_t work = BH * (skip ? a.cell.n_delays * H : GH);
+  const int64_t work = BH * C::RecMats(a.cell) * H;
   const int nt = ChooseTeam(pb.threads, nblk, work);
   RunTeam(nt, [&](int tid, int nteam) {
-    int b0, b1;
-    if (c.paired) OwnPairs(nblk, tid, nteam, &b0, &b1);
-    else ClockOwnBlocks(a.cell, H, I, c.gs, W, nblk, ClockPart::kBackward, tid, nteam, &b0, &b1);  // clockwork
-    const bool clock_groups = clock && ClockSharesGroups(c.gs, W, nblk, nteam);
-    auto own_blocks = [&](auto&& f) { ClockForShares(clock_groups, c.gs, W, nblk, tid, nteam, b0, b1, f); };
-    own_blocks(pack_own);  // read by this thread only (its unit blocks)
+    StepTeam team;
+    team.tid = tid;
+    team.nteam = nteam;
+    C::OwnBwd(c, a, team);
+    C::PackBwdOwn(c, a, bufs, pblock, team);  // read by this thread only (its unit blocks)
     for (int s = Tn - 1; s >= 0; --s) {
-      switch (kind) {
-        case CellKind::kLstm: LstmBwdStep(c, s, b0, b1); break;
-        case CellKind::kGru:
-          if (gru_v1) {
-            GruV1BwdGates(c, s, b0, b1);
-            Barrier(nteam);
-            GruV1BwdReset(c, s, b0, b1);
-          } else {
-            GruBwdStep(c, s, b0, b1);
-          }
-          break;
-        case CellKind::kRnnTanh: RnnBwdStep<T, false>(c, s, b0, b1); break;
-        case CellKind::kRnnRelu: RnnBwdStep<T, true>(c, s, b0, b1); break;
-        case CellKind::kLeaky: LeakyBwdStep(c, s, b0, b1); break;
-        case CellKind::kSkip: SkipBwdStep(c, s, b0, b1); break;
-        case CellKind::kClockwork:
-          own_blocks([&](int r0, int r1) { ClockBwdStep(c, s, r0, r1); });
-          break;
-      }
+      C::BwdStep(c, s, team);
       Barrier(nteam);
     }
-    // the gradient of the initial state
-    if (skip) SkipFinishDh0(c, b0, b1);
-    else if (clock) own_blocks([&](int r0, int r1) { ClockFinishDh0(c, r0, r1); });
-    else FinishDh0(c, b0, b1, gru_v1 ? 2 * H : static_cast<int>(GH));
+    C::FinishDh0Team(c, team);  // the gradient of the initial state
   });
-  if (a.dh0 && !skip) std::memcpy(a.dh0, c.dh, sizeof(T) * BH);
+  C::BwdFinalState(c, a);
   if (a.dc0) std::memcpy(a.dc0, c.dc, sizeof(T) * BH);
 
-  // Weight gradients, dx and biases as large products over all N rows.
-  const int n = static_cast<int>(N), gh = static_cast<int>(GH);
-  const T* X = a.x.p;
-  const int ldx = static_cast<int>(a.x.ld);
-  const int ldd = static_cast<int>(a.dx.ld);
-  const T beta_dx = a.dx_accumulate ? T(1) : T(0);
-  bool done_bias = false;
-  if (gru_ra) {
-    const int h2 = 2 * H;
-    BigGemm<T>(true, h2, I, n, c.dg.p, gh, X, ldx, T(1), a.g.w_ih, I, pb.threads);
-    BigGemm<T>(true, H, I, n, c.dnx.p, H, X, ldx, T(1), a.g.w_ih + static_cast<int64_t>(h2) * I, I, pb.threads);
-    if (a.dx.p) {
-      BigGemm<T>(false, n, I, h2, c.dg.p, gh, a.w.w_ih, I, beta_dx, a.dx.p, ldd, pb.threads);
-      BigGemm<T>(false, n, I, H, c.dnx.p, H, a.w.w_ih + static_cast<int64_t>(h2) * I, I, T(1), a.dx.p, ldd, pb.threads);
-    }
-    BigGemm<T>(true, gh, H, n, c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H, pb.threads);
-    if (a.g.b_ih) {
-      ColSums(c.dg.p, N, GH, 2 * H, a.g.b_ih);
-      ColSums(c.dnx.p, N, H, H, a.g.b_ih + 2 * H);
-    }
-    if (a.g.b_hh) ColSums(c.dg.p, N, GH, GH, a.g.b_hh);
-  } else {
-    if (I <= kNarrowCols && GetGemmPath() != GemmPath::kBlas) {  // dW_ih and the biases in one pass
-      T* db = (a.g.b_ih || a.g.b_hh) ? st + 2 * BH : nullptr;  // c.zero's GH zeros, read no more
-      NarrowGemmT<T>(gh, I, n, c.dg.p, gh, X, ldx, a.g.w_ih, I, db, pb.threads);
-      for (int64_t j = 0; db && j < GH; ++j) {
-        if (a.g.b_ih) a.g.b_ih[j] += db[j];
-        if (a.g.b_hh) a.g.b_hh[j] += db[j];
-      }
-      done_bias = true;
-    } else {
-      BigGemm<T>(true, gh, I, n, c.dg.p, gh, X, ldx, T(1), a.g.w_ih, I, pb.threads);
-    }
-    if (a.dx.p) BigGemm<T>(false, n, I, gh, c.dg.p, gh, a.w.w_ih, I, beta_dx, a.dx.p, ldd, pb.threads);
-    if (gru_v1) {
-      BigGemm<T>(true, 2 * H, H, n, c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H, pb.threads);
-      BigGemm<T>(true, H, H, n, c.dg.p + 2 * H, gh, a.tape.extra, H, T(1), a.g.w_hh + static_cast<int64_t>(2 * H) * H, H, pb.threads);
-    } else if (skip) {
-      for (int q = 0; q < a.cell.n_delays; ++q)
-        BigGemm<T>(true, H, H, n, c.dg.p, gh, a.tape.hprev + q * N * H, H, T(1), a.g.w_hh_d[q], H, pb.threads);
-    } else {
-      BigGemm<T>(true, gh, H, n, c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H, pb.threads);
-    }
-    if (a.g.b_ih && !done_bias) ColSums(c.dg.p, N, GH, GH, a.g.b_ih);
-    if (a.g.b_hh && !done_bias) ColSums(c.dg.p, N, GH, GH, a.g.b_hh);
-  }
-  if (clock)  // the disallowed blocks get no gradient, so they stay zero
-    for (int j = 0; j < H; ++j)
-      for (int k = 0; k < H; ++k)
-        if (k / c.gs < j / c.gs) a.g.w_hh[static_cast<int64_t>(j) * H + k] = T(0);
+  // Weight gradients, dx and biases as large products over all N rows; the
+  // biases' sums may use c.zero's GH zeros, read no more.
+  C::InputGrads(c, a, bufs, st + 2 * BH);
+  C::RecGrads(c, a);
+  C::FinishGrads(c, a);
   if (a.g.w_ch)
     for (int64_t m = 0; m < 3 * static_cast<int64_t>(H); ++m) a.g.w_ch[m] += c.dwch[m];
   if (a.g.alpha)
     for (int j = 0; j < H; ++j) a.g.alpha[j] += c.dalpha[j];
+}
+
+// The cell type of a kind (api.hpp's CellKind): the one place that maps a
+// kind to its code. f gets a value of the type (an empty struct).
+template <typename T, class F>
+void WithCell(const CellSpec& cell, F&& f) {
+  switch (cell.kind) {
+    case CellKind::kLstm: return f(LstmCell<T>{});
+    case CellKind::kGru:
+      if (cell.reset_after) return f(GruCell<T>{});
+      return f(GruV1Cell<T>{});
+    case CellKind::kRnnTanh: return f(RnnCell<T, false>{});
+    case CellKind::kRnnRelu: return f(RnnCell<T, true>{});
+    case CellKind::kLeaky: return f(LeakyCell<T>{});
+    case CellKind::kSkip: return f(SkipCell<T>{});
+    case CellKind::kClockwork: return f(ClockCell<T>{});
+  }
+}
+
+template <typename T>
+void Forward(const FwdArgs<T>& a) {
+  WithCell<T>(a.cell, [&](auto cell) { ForwardCell<decltype(cell)>(a); });
+}
+
+template <typename T>
+void Backward(const BwdArgs<T>& a) {
+  WithCell<T>(a.cell, [&](auto cell) { BackwardCell<decltype(cell)>(a); });
 }
 

@@ -1,4 +1,4 @@
-// What a cell type gives the driver (ForwardCell in driver.hpp), with the
+// What a cell type gives the driver (ForwardCell, BackwardCell in driver.hpp), with the
 // defaults most cells share. A cell C derives from CellBase<C, T> and hides
 // what it does differently; the driver calls C::... and never asks which
 // cell it runs. Each cell's type sits at the end of its own file, after its
@@ -8,6 +8,11 @@
 template <typename T>
 struct FwdBufs {
   Buffer<T> pack, pack2, state, rh, pend;
+};
+
+template <typename T>
+struct BwdBufs {
+  Buffer<T> dg, dn, pack, pack2, state;
 };
 
 // A thread's part of a team: its unit blocks [b0, b1), and a mode its cell
@@ -84,4 +89,61 @@ struct CellBase {
 
   // One step s of the thread's blocks (FwdStep, in each cell): h_t into hc
   // from hp = h_{t-1}, the lanes writing y and the tapes.
+
+  // -- backward ---------------------------------------------------------
+  // W_hh for the step's dh_{t-1} = dg W_hh in block pairs (PackBwdPairs)?
+  static bool BwdPaired() { return true; }
+  static void SetupBwd(BwdCtx<T>&, const BwdArgs<T>&) {}
+  static void ClaimBwd(BwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t pblock, bool) {
+    c.wpb = bf.pack.Alloc(C::RecMats(a.cell) * pblock);
+  }
+  static void PackBwdRec(const BwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t, int b0, int b1) {
+    PackBwdPairs(a.w.w_hh, c.H, 0, static_cast<int>(c.GH), bf.pack.get(), b0, b1);
+  }
+  static void OwnBwd(const BwdCtx<T>& c, const BwdArgs<T>&, StepTeam& t) {
+    OwnPairs(c.nblk, t.tid, t.nteam, &t.b0, &t.b1);
+  }
+  static void PackBwdOwn(const BwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t pblock,
+                         const StepTeam& t) {
+    C::PackBwdRec(c, a, bf, pblock, t.b0, t.b1);
+  }
+  // The carried dh from the final state's gradient, and dh0 at the end.
+  static void BwdInitState(BwdCtx<T>& c, const BwdArgs<T>& a) {
+    if (a.dhn) std::memcpy(c.dh, a.dhn, sizeof(T) * c.B * c.H);
+  }
+  static void BwdFinalState(const BwdCtx<T>& c, const BwdArgs<T>& a) {
+    if (a.dh0) std::memcpy(a.dh0, c.dh, sizeof(T) * c.B * c.H);
+  }
+  // After the loop, in the team: the last dg through W_hh into dh (dh0).
+  static void FinishDh0Team(BwdCtx<T>& c, const StepTeam& t) { FinishDh0(c, t.b0, t.b1, static_cast<int>(c.GH)); }
+
+  // dW_ih, dx and the biases' gradients from dg (zeros: GH scratch zeros).
+  static void InputGrads(BwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>&, T* zeros) {
+    const Problem& pb = a.pb;
+    const int I = pb.I, n = static_cast<int>(static_cast<int64_t>(pb.T) * pb.B), gh = static_cast<int>(c.GH);
+    const int ldx = static_cast<int>(a.x.ld), ldd = static_cast<int>(a.dx.ld);
+    bool done_bias = false;
+    if (I <= kNarrowCols && GetGemmPath() != GemmPath::kBlas) {  // dW_ih and the biases in one pass
+      T* db = (a.g.b_ih || a.g.b_hh) ? zeros : nullptr;
+      NarrowGemmT<T>(gh, I, n, c.dg.p, gh, a.x.p, ldx, a.g.w_ih, I, db, pb.threads);
+      for (int64_t j = 0; db && j < c.GH; ++j) {
+        if (a.g.b_ih) a.g.b_ih[j] += db[j];
+        if (a.g.b_hh) a.g.b_hh[j] += db[j];
+      }
+      done_bias = true;
+    } else {
+      BigGemm<T>(true, gh, I, n, c.dg.p, gh, a.x.p, ldx, T(1), a.g.w_ih, I, pb.threads);
+    }
+    if (a.dx.p)
+      BigGemm<T>(false, n, I, gh, c.dg.p, gh, a.w.w_ih, I, a.dx_accumulate ? T(1) : T(0), a.dx.p, ldd, pb.threads);
+    if (a.g.b_ih && !done_bias) ColSums(c.dg.p, n, c.GH, c.GH, a.g.b_ih);
+    if (a.g.b_hh && !done_bias) ColSums(c.dg.p, n, c.GH, c.GH, a.g.b_hh);
+  }
+  // dW_hh = dg^T h_{t-1} over all rows.
+  static void RecGrads(const BwdCtx<T>& c, const BwdArgs<T>& a) {
+    const int n = static_cast<int>(static_cast<int64_t>(a.pb.T) * a.pb.B), gh = static_cast<int>(c.GH);
+    BigGemm<T>(true, gh, c.H, n, c.dg.p, gh, a.tape.hprev, c.H, T(1), a.g.w_hh, c.H, a.pb.threads);
+  }
+  static void FinishGrads(const BwdCtx<T>&, const BwdArgs<T>&) {}
+  // One step s of BPTT for the thread's blocks (BwdStep, in each cell).
 };

@@ -347,4 +347,36 @@ struct ClockCell : CellBase<ClockCell<T>, T> {
     ClockForShares(t.mode != 0, c.gs, Vec<T>::kW, c.nblk, t.tid, t.nteam, t.b0, t.b1,
                    [&](int r0, int r1) { ClockFwdStep(c, s, r0, r1, hp, hc); });
   }
+  static bool BwdPaired() { return false; }
+  static void SetupBwd(BwdCtx<T>& c, const BwdArgs<T>& a) { c.gs = c.H / a.cell.n_periods; }
+  static void PackBwdRec(const BwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t, int b0, int b1) {
+    PackBwd(a.w.w_hh, c.H, 0, static_cast<int>(c.GH), bf.pack.get(), b0, b1);
+    ClockMaskPackedBwd(bf.pack.get(), c.H, c.gs, b0, b1);
+  }
+  static void OwnBwd(const BwdCtx<T>& c, const BwdArgs<T>& a, StepTeam& t) {
+    ClockOwnBlocks(a.cell, c.H, a.pb.I, c.gs, Vec<T>::kW, c.nblk, ClockPart::kBackward, t.tid, t.nteam, &t.b0,
+                   &t.b1);
+    t.mode = ClockSharesGroups(c.gs, Vec<T>::kW, c.nblk, t.nteam);
+  }
+  template <class F>
+  static void ForShares(const BwdCtx<T>& c, const StepTeam& t, F&& f) {
+    ClockForShares(t.mode != 0, c.gs, Vec<T>::kW, c.nblk, t.tid, t.nteam, t.b0, t.b1, f);
+  }
+  static void PackBwdOwn(const BwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t pblock,
+                         const StepTeam& t) {
+    ForShares(c, t, [&](int r0, int r1) { PackBwdRec(c, a, bf, pblock, r0, r1); });
+  }
+  static void BwdStep(BwdCtx<T>& c, int s, const StepTeam& t) {
+    ForShares(c, t, [&](int r0, int r1) { ClockBwdStep(c, s, r0, r1); });
+  }
+  static void FinishDh0Team(BwdCtx<T>& c, const StepTeam& t) {
+    ForShares(c, t, [&](int r0, int r1) { ClockFinishDh0(c, r0, r1); });
+  }
+  // the disallowed blocks get no gradient, so they stay zero
+  static void FinishGrads(const BwdCtx<T>& c, const BwdArgs<T>& a) {
+    const int H = c.H;
+    for (int j = 0; j < H; ++j)
+      for (int k = 0; k < H; ++k)
+        if (k / c.gs < j / c.gs) a.g.w_hh[static_cast<int64_t>(j) * H + k] = T(0);
+  }
 };

@@ -256,6 +256,31 @@ struct GruCell : CellBase<GruCell<T>, T> {
   static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T* hp, T* hc) {
     GruFwdStep(c, s, t.b0, t.b1, hp, hc);
   }
+  static void BwdStep(BwdCtx<T>& c, int s, const StepTeam& t) { GruBwdStep(c, s, t.b0, t.b1); }
+  // dn_pre, without r, feeds W_ih's n rows and b_in: its own [N, H] rows
+  static void ClaimBwd(BwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t pblock, bool zero_fill) {
+    CellBase<GruCell<T>, T>::ClaimBwd(c, a, bf, pblock, zero_fill);
+    c.dnx = TapeSeq<T>(bf.dn.Alloc(static_cast<int64_t>(a.pb.T) * a.pb.B * c.H, zero_fill), c.H, a.x);
+  }
+  static void InputGrads(BwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>&, T*) {
+    const Problem& pb = a.pb;
+    const int H = c.H, I = pb.I, h2 = 2 * H, gh = static_cast<int>(c.GH);
+    const int64_t N = static_cast<int64_t>(pb.T) * pb.B;
+    const int n = static_cast<int>(N), ldx = static_cast<int>(a.x.ld), ldd = static_cast<int>(a.dx.ld);
+    const T* X = a.x.p;
+    BigGemm<T>(true, h2, I, n, c.dg.p, gh, X, ldx, T(1), a.g.w_ih, I, pb.threads);
+    BigGemm<T>(true, H, I, n, c.dnx.p, H, X, ldx, T(1), a.g.w_ih + static_cast<int64_t>(h2) * I, I, pb.threads);
+    if (a.dx.p) {
+      BigGemm<T>(false, n, I, h2, c.dg.p, gh, a.w.w_ih, I, a.dx_accumulate ? T(1) : T(0), a.dx.p, ldd, pb.threads);
+      BigGemm<T>(false, n, I, H, c.dnx.p, H, a.w.w_ih + static_cast<int64_t>(h2) * I, I, T(1), a.dx.p, ldd,
+                 pb.threads);
+    }
+    if (a.g.b_ih) {
+      ColSums(c.dg.p, N, c.GH, h2, a.g.b_ih);
+      ColSums(c.dnx.p, N, H, H, a.g.b_ih + h2);
+    }
+    if (a.g.b_hh) ColSums(c.dg.p, N, c.GH, c.GH, a.g.b_hh);
+  }
 };
 
 template <typename T>
@@ -275,5 +300,26 @@ struct GruV1Cell : CellBase<GruV1Cell<T>, T> {
     GruV1FwdGates(c, s, t.b0, t.b1, hp);
     Barrier(t.nteam);
     GruV1FwdOut(c, s, t.b0, t.b1, hp, hc);
+  }
+  static void ClaimBwd(BwdCtx<T>& c, const BwdArgs<T>&, BwdBufs<T>& bf, int64_t pblock, bool) {
+    c.wpb = bf.pack.Alloc(2 * pblock);
+    c.wpb2 = bf.pack2.Alloc(pblock);
+  }
+  static void PackBwdRec(const BwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t, int b0, int b1) {
+    PackBwdPairs(a.w.w_hh, c.H, 0, 2 * c.H, bf.pack.get(), b0, b1);
+    PackBwdPairs(a.w.w_hh, c.H, 2 * c.H, c.H, bf.pack2.get(), b0, b1);
+  }
+  static void BwdStep(BwdCtx<T>& c, int s, const StepTeam& t) {
+    GruV1BwdGates(c, s, t.b0, t.b1);
+    Barrier(t.nteam);
+    GruV1BwdReset(c, s, t.b0, t.b1);
+  }
+  static void FinishDh0Team(BwdCtx<T>& c, const StepTeam& t) { FinishDh0(c, t.b0, t.b1, 2 * c.H); }
+  // W_hr, W_hz from h_{t-1}; W_hn from r * h_{t-1} (the extra tape)
+  static void RecGrads(const BwdCtx<T>& c, const BwdArgs<T>& a) {
+    const int H = c.H, n = static_cast<int>(static_cast<int64_t>(a.pb.T) * a.pb.B), gh = static_cast<int>(c.GH);
+    BigGemm<T>(true, 2 * H, H, n, c.dg.p, gh, a.tape.hprev, H, T(1), a.g.w_hh, H, a.pb.threads);
+    BigGemm<T>(true, H, H, n, c.dg.p + 2 * H, gh, a.tape.extra, H, T(1), a.g.w_hh + static_cast<int64_t>(2 * H) * H,
+               H, a.pb.threads);
   }
 };

@@ -92,4 +92,5 @@ struct LeakyCell : CellBase<LeakyCell<T>, T> {
   static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T* hp, T* hc) {
     LeakyFwdStep(c, s, t.b0, t.b1, hp, hc);
   }
+  static void BwdStep(BwdCtx<T>& c, int s, const StepTeam& t) { LeakyBwdStep(c, s, t.b0, t.b1); }
 };

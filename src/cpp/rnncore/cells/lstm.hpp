@@ -135,4 +135,5 @@ struct LstmCell : CellBase<LstmCell<T>, T> {
   static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T* hp, T* hc) {
     LstmFwdStep(c, s, t.b0, t.b1, hp, hc);
   }
+  static void BwdStep(BwdCtx<T>& c, int s, const StepTeam& t) { LstmBwdStep(c, s, t.b0, t.b1); }
 };

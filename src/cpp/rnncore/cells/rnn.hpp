@@ -78,4 +78,5 @@ struct RnnCell : CellBase<RnnCell<T, kRelu>, T> {
   static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T* hp, T* hc) {
     RnnFwdStep<T, kRelu>(c, s, t.b0, t.b1, hp, hc);
   }
+  static void BwdStep(BwdCtx<T>& c, int s, const StepTeam& t) { RnnBwdStep<T, kRelu>(c, s, t.b0, t.b1); }
 };

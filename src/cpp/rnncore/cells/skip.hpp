@@ -237,4 +237,20 @@ struct SkipCell : CellBase<SkipCell<T>, T> {
     if (a.hn) SkipFinalState(a, MaxDelay(a.cell));
   }
   static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T*, T*) { SkipFwdStep(c, s, t.b0, t.b1); }
+  static void PackBwdRec(const BwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t pblock, int b0, int b1) {
+    for (int q = 0; q < a.cell.n_delays; ++q)
+      PackBwdPairs(a.w.w_hh_d[q], c.H, 0, c.H, bf.pack.get() + q * pblock, b0, b1);
+  }
+  // the final history's gradient enters at each step (SkipDhn), dh0 at the end
+  static void BwdInitState(BwdCtx<T>&, const BwdArgs<T>&) {}
+  static void BwdFinalState(const BwdCtx<T>&, const BwdArgs<T>&) {}
+  static void BwdStep(BwdCtx<T>& c, int s, const StepTeam& t) { SkipBwdStep(c, s, t.b0, t.b1); }
+  static void FinishDh0Team(BwdCtx<T>& c, const StepTeam& t) { SkipFinishDh0(c, t.b0, t.b1); }
+  static void RecGrads(const BwdCtx<T>& c, const BwdArgs<T>& a) {
+    const int H = c.H;
+    const int64_t N = static_cast<int64_t>(a.pb.T) * a.pb.B;
+    for (int q = 0; q < a.cell.n_delays; ++q)
+      BigGemm<T>(true, H, H, static_cast<int>(N), c.dg.p, static_cast<int>(c.GH), a.tape.hprev + q * N * H, H, T(1),
+                 a.g.w_hh_d[q], H, a.pb.threads);
+  }
 };
