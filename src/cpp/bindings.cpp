@@ -647,15 +647,12 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("gemm_choices", &GemmChoices);
   m.def("clear_gemm_choices", &ClearGemmChoices);
-  static_assert(static_cast<int>(CellKind::kClockwork) + 1 == kNumCellKinds, "export every cell kind");
-  py::enum_<CellKind>(m, "CellKind", "The cell kinds of the kernels (api.hpp).")
-      .value("lstm", CellKind::kLstm)
-      .value("gru", CellKind::kGru)
-      .value("rnn_tanh", CellKind::kRnnTanh)
-      .value("rnn_relu", CellKind::kRnnRelu)
-      .value("leaky", CellKind::kLeaky)
-      .value("skip", CellKind::kSkip)
-      .value("clockwork", CellKind::kClockwork);
+  {
+    py::enum_<CellKind> kinds(m, "CellKind", "The cell kinds of the kernels (api.hpp).");
+#define RNNCORE_KIND_EXPORT(e, name, gates) kinds.value(#name, CellKind::e);
+    RNNCORE_CELL_KINDS(RNNCORE_KIND_EXPORT)
+#undef RNNCORE_KIND_EXPORT
+  }
   m.attr("MAX_DELAY") = py::int_(kMaxDelay);
   m.attr("MAX_STEP") = py::int_(kMaxStep);
   m.attr("compiler") = py::str(

@@ -9,12 +9,25 @@
 
 namespace rnncore {
 
-// The cell kinds, numbered here only: the bindings export them by name
-// (_core.CellKind) and the Python layers take their numbers from there.
-enum class CellKind : int {
-  kLstm = 0, kGru = 1, kRnnTanh = 2, kRnnRelu = 3, kLeaky = 4, kSkip = 5, kClockwork = 6
-};
-constexpr int kNumCellKinds = 7;
+// The cell kinds, one line each: X(enumerator, name in Python, gates per
+// unit). The enum, its numbers, the bindings' export (_core.CellKind) and
+// NumGates all come from this list; the Python layers take the numbers from
+// _core, and driver.hpp's WithCell maps a kind to its cell type.
+#define RNNCORE_CELL_KINDS(X) \
+  X(kLstm, lstm, 4)           \
+  X(kGru, gru, 3)             \
+  X(kRnnTanh, rnn_tanh, 1)    \
+  X(kRnnRelu, rnn_relu, 1)    \
+  X(kLeaky, leaky, 1)         \
+  X(kSkip, skip, 1)           \
+  X(kClockwork, clockwork, 1)
+
+#define RNNCORE_KIND_ENUMERATOR(e, name, gates) e,
+enum class CellKind : int { RNNCORE_CELL_KINDS(RNNCORE_KIND_ENUMERATOR) };
+#undef RNNCORE_KIND_ENUMERATOR
+#define RNNCORE_KIND_COUNT(e, name, gates) +1
+constexpr int kNumCellKinds = 0 RNNCORE_CELL_KINDS(RNNCORE_KIND_COUNT);
+#undef RNNCORE_KIND_COUNT
 
 // Limits of a cell's settings, checked by the bindings and exported to
 // Python (_core.MAX_DELAY, _core.MAX_STEP): skip's largest delay (its state

@@ -80,3 +80,15 @@ def as_lengths(lengths, batch: int, steps: int) -> np.ndarray | None:
         bad = lo if lo < 1 else hi
         raise ValueError(f"lengths must be in [1, {steps}] (T = {steps}), got {bad}")
     return np.ascontiguousarray(arr, dtype=np.int32)
+
+
+def as_samples(X, dtype: np.dtype, lengths):
+    """(X, lengths) for a batch of samples X (N, T, F) of a model: a 3-D real
+    array of at least one sample and one step, and its lengths checked."""
+    X = as_real_array("X", X, dtype)
+    if X.ndim != 3:
+        raise ValueError(f"X must be 3-D (N, T, F), got {X.ndim}-D array of shape {shape_str(X.shape)}")
+    N, T = X.shape[0], X.shape[1]
+    if N < 1 or T < 1:
+        raise ValueError(f"X must have N >= 1 samples and T >= 1 steps, got {shape_str(X.shape)}")
+    return X, as_lengths(lengths, N, T)

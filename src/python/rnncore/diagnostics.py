@@ -27,7 +27,7 @@ import sys
 import numpy as np
 
 from . import losses as _losses
-from ._checks import as_lengths, as_real_array, check_int, check_shape, shape_str
+from ._checks import as_lengths, as_real_array, as_samples, check_int, check_shape, shape_str
 from .layers import _Recurrent
 from .model import Sequential
 
@@ -258,13 +258,8 @@ def gradient_flow(model_or_layer, X, Y=None, *, loss=None, lengths=None, dy=None
     top = model.last_recurrent
     if top is None:
         raise TypeError("model_or_layer holds no recurrent layer: there is no h_t to look at")
-    X = as_real_array("X", X, model.dtype)
-    if X.ndim != 3:
-        raise ValueError(f"X must be 3-D (N, T, F), got {X.ndim}-D array of shape {shape_str(X.shape)}")
+    X, lens = as_samples(X, model.dtype, lengths)
     N, T = X.shape[0], X.shape[1]
-    if N < 1 or T < 1:
-        raise ValueError(f"X must have N >= 1 samples and T >= 1 steps, got {shape_str(X.shape)}")
-    lens = as_lengths(lengths, N, T)
     if Y is not None:
         dhs = model.hidden_grads(X, Y, loss=kind, lengths=lens)
     else:

@@ -15,7 +15,7 @@ import numpy as np
 from . import io as _io
 from . import losses as _losses
 from . import optim as _optim
-from ._checks import as_lengths, as_real_array, check_int, shape_str
+from ._checks import as_real_array, as_samples, check_int, shape_str
 from ._progress import bar
 from .layers import _Recurrent
 from .module import Module
@@ -105,13 +105,7 @@ class Sequential(Module):
 
     # -- running ------------------------------------------------------------
     def _check_x(self, X, lengths):
-        X = as_real_array("X", X, self.dtype)
-        if X.ndim != 3:
-            raise ValueError(f"X must be 3-D (N, T, F), got {X.ndim}-D array of shape {shape_str(X.shape)}")
-        N, T = X.shape[0], X.shape[1]
-        if N < 1 or T < 1:
-            raise ValueError(f"X must have N >= 1 samples and T >= 1 steps, got {shape_str(X.shape)}")
-        return X, as_lengths(lengths, N, T)
+        return as_samples(X, self.dtype, lengths)
 
     @staticmethod
     def _seq_in(layer, x):

@@ -9,10 +9,13 @@ namespace rnncore {
 
 int NumGates(const CellSpec& cell) {
   switch (cell.kind) {
-    case CellKind::kLstm: return 4;
-    case CellKind::kGru: return 3;
-    default: return 1;
+#define RNNCORE_KIND_GATES(e, name, gates) \
+  case CellKind::e:                        \
+    return gates;
+    RNNCORE_CELL_KINDS(RNNCORE_KIND_GATES)
+#undef RNNCORE_KIND_GATES
   }
+  return 1;
 }
 
 int MaxDelay(const CellSpec& cell) {
