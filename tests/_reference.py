@@ -12,7 +12,7 @@ import numpy as np
 
 __all__ = ["CELLS", "param_shapes", "random_params", "initial_state", "forward", "backward"]
 
-CELLS = ("rnn_tanh", "rnn_relu", "leaky", "skip", "clockwork", "lstm", "gru")
+CELLS = ("rnn_tanh", "rnn_relu", "leaky", "skip", "clockwork", "lstm", "gru", "indrnn")
 
 _GATES = {"lstm": 4, "gru": 3}
 
@@ -25,6 +25,7 @@ _CELL_KW = {
     "clockwork": {"periods": None},
     "lstm": {"peephole": False},
     "gru": {"reset_after": True},
+    "indrnn": {"nonlinearity": "relu"},
 }
 
 
@@ -63,6 +64,9 @@ def _cell_kwargs(cell, hidden_size, cell_kw):
         kw["peephole"] = bool(kw["peephole"])
     elif cell == "gru":
         kw["reset_after"] = bool(kw["reset_after"])
+    elif cell == "indrnn":
+        if kw["nonlinearity"] not in ("relu", "tanh"):
+            raise ValueError(f"nonlinearity must be 'relu' or 'tanh', got {kw['nonlinearity']!r}")
     return kw
 
 
@@ -75,6 +79,9 @@ def _layer_params(cell, kw, k, d, in_size, hidden_size, bias):
     if cell == "skip":
         # One recurrent matrix per delay, no plain weight_hh.
         out += [(f"w_hh_d{t}", f"weight_hh_d{t}" + sfx, (H, H)) for t in kw["delays"]]
+    elif cell == "indrnn":
+        # Each unit recurs on itself only: a vector, not a matrix.
+        out.append(("w_hh", "weight_hh" + sfx, (H,)))
     else:
         out.append(("w_hh", "weight_hh" + sfx, (GH, H)))
     if bias:
@@ -113,7 +120,7 @@ def param_shapes(cell, input_size, hidden_size, num_layers=1, bidirectional=Fals
         Whether ``bias_ih_l{k}`` and ``bias_hh_l{k}`` exist.
     **cell_kw
         ``delays`` (skip), ``periods`` (clockwork), ``peephole`` (lstm),
-        ``reset_after`` (gru).
+        ``reset_after`` (gru), ``nonlinearity`` (indrnn).
 
     Returns
     -------
@@ -274,6 +281,35 @@ class _Leaky:
         dx = _affine_bwd(dpre, c["x"], p["w_ih"], g, "w_ih", "b_ih")
         dh_prev = alpha * dh + _affine_bwd(dpre, c["h_prev"], p["w_hh"], g, "w_hh", "b_hh")
         return dx, (dh_prev,)
+
+
+class _IndRNN:
+    """h_t = phi(W_ih x_t + b_ih + w_hh * h_{t-1} + b_hh), w_hh (H,) elementwise,
+    phi = relu or tanh (Li et al. 2018, Independently Recurrent Neural Network)."""
+
+    def __init__(self, hidden_size, nonlinearity):
+        self.H = hidden_size
+        self.relu = nonlinearity == "relu"
+
+    def zero_state(self, batch):
+        return (np.zeros((batch, self.H)),)
+
+    def step_fwd(self, p, x, state, phase):
+        (h_prev,) = state
+        pre = _affine(x, p["w_ih"], p.get("b_ih")) + p["w_hh"] * h_prev
+        if "b_hh" in p:
+            pre = pre + p["b_hh"]
+        h = np.maximum(pre, 0.0) if self.relu else np.tanh(pre)
+        return h, (h,), {"x": x, "h_prev": h_prev, "pre": pre, "h": h}
+
+    def step_bwd(self, p, c, dh, dstate, g):
+        dh = dh + dstate[0]
+        dpre = dh * (c["pre"] > 0) if self.relu else dh * (1.0 - c["h"] ** 2)
+        dx = _affine_bwd(dpre, c["x"], p["w_ih"], g, "w_ih", "b_ih")
+        g["w_hh"] += np.sum(dpre * c["h_prev"], axis=0)
+        if "b_hh" in g:
+            g["b_hh"] += dpre.sum(axis=0)
+        return dx, (p["w_hh"] * dpre,)
 
 
 class _Skip:
@@ -485,6 +521,8 @@ def _make_cell(cell, hidden_size, kw):
         return _Clockwork(hidden_size, kw["periods"])
     if cell == "lstm":
         return _LSTM(hidden_size, kw["peephole"])
+    if cell == "indrnn":
+        return _IndRNN(hidden_size, kw["nonlinearity"])
     return _GRU(hidden_size, kw["reset_after"])
 
 
