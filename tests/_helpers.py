@@ -31,6 +31,13 @@ CELLS = {c[0]: c for c in GATED}
 TORCH_CELL_IDS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 
 
+def random_lengths(T, B, rng):
+    """(B,) int64 lengths in [1, T], the first row T long."""
+    lens = rng.integers(1, T + 1, size=B)
+    lens[0] = T
+    return lens
+
+
 def fix_h(cell_id, H):
     """H rounded up so that clockwork's three groups are equal."""
     return -(-H // 3) * 3 if cell_id == "clockwork" else H

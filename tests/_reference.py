@@ -241,9 +241,17 @@ class _Elman:
     def zero_state(self, batch):
         return (np.zeros((batch, self.H)),)
 
+    def _rec(self, p, h_prev):
+        """The recurrent term of the pre-activation: W_hh h_{t-1} + b_hh."""
+        return _affine(h_prev, p["w_hh"], p.get("b_hh"))
+
+    def _rec_bwd(self, p, dpre, h_prev, g):
+        """Backward of ``_rec``: adds dW_hh, db_hh into g, returns dL/dh_{t-1}."""
+        return _affine_bwd(dpre, h_prev, p["w_hh"], g, "w_hh", "b_hh")
+
     def step_fwd(self, p, x, state, phase):
         (h_prev,) = state
-        pre = _affine(x, p["w_ih"], p.get("b_ih")) + _affine(h_prev, p["w_hh"], p.get("b_hh"))
+        pre = _affine(x, p["w_ih"], p.get("b_ih")) + self._rec(p, h_prev)
         h = np.maximum(pre, 0.0) if self.relu else np.tanh(pre)
         return h, (h,), {"x": x, "h_prev": h_prev, "pre": pre, "h": h}
 
@@ -252,8 +260,7 @@ class _Elman:
         # Derivatives from the outputs: relu' = [pre > 0], tanh' = 1 - h^2.
         dpre = dh * (c["pre"] > 0) if self.relu else dh * (1.0 - c["h"] ** 2)
         dx = _affine_bwd(dpre, c["x"], p["w_ih"], g, "w_ih", "b_ih")
-        dh_prev = _affine_bwd(dpre, c["h_prev"], p["w_hh"], g, "w_hh", "b_hh")
-        return dx, (dh_prev,)
+        return dx, (self._rec_bwd(p, dpre, c["h_prev"], g),)
 
 
 class _Leaky:
@@ -283,33 +290,23 @@ class _Leaky:
         return dx, (dh_prev,)
 
 
-class _IndRNN:
+class _IndRNN(_Elman):
     """h_t = phi(W_ih x_t + b_ih + w_hh * h_{t-1} + b_hh), w_hh (H,) elementwise,
-    phi = relu or tanh (Li et al. 2018, Independently Recurrent Neural Network)."""
+    phi = relu or tanh (Li et al. 2018, Independently Recurrent Neural Network):
+    the Elman cell with each unit recurring on itself only."""
 
     def __init__(self, hidden_size, nonlinearity):
-        self.H = hidden_size
-        self.relu = nonlinearity == "relu"
+        super().__init__(hidden_size, relu=nonlinearity == "relu")
 
-    def zero_state(self, batch):
-        return (np.zeros((batch, self.H)),)
+    def _rec(self, p, h_prev):
+        rec = p["w_hh"] * h_prev
+        return rec if "b_hh" not in p else rec + p["b_hh"]
 
-    def step_fwd(self, p, x, state, phase):
-        (h_prev,) = state
-        pre = _affine(x, p["w_ih"], p.get("b_ih")) + p["w_hh"] * h_prev
-        if "b_hh" in p:
-            pre = pre + p["b_hh"]
-        h = np.maximum(pre, 0.0) if self.relu else np.tanh(pre)
-        return h, (h,), {"x": x, "h_prev": h_prev, "pre": pre, "h": h}
-
-    def step_bwd(self, p, c, dh, dstate, g):
-        dh = dh + dstate[0]
-        dpre = dh * (c["pre"] > 0) if self.relu else dh * (1.0 - c["h"] ** 2)
-        dx = _affine_bwd(dpre, c["x"], p["w_ih"], g, "w_ih", "b_ih")
-        g["w_hh"] += np.sum(dpre * c["h_prev"], axis=0)
+    def _rec_bwd(self, p, dpre, h_prev, g):
+        g["w_hh"] += np.sum(dpre * h_prev, axis=0)
         if "b_hh" in g:
             g["b_hh"] += dpre.sum(axis=0)
-        return dx, (p["w_hh"] * dpre,)
+        return p["w_hh"] * dpre
 
 
 class _Skip:

@@ -8,8 +8,8 @@ import pytest
 
 import rnncore as rc
 
-from _helpers import (CELL_IDS, assert_close, central_diff, cast_state, fix_h, flat, isa, make_pair,
-                      ref_forward, ref_state, threads)
+from _helpers import (CELL_IDS, assert_close, cast_state, central_diff, fix_h, flat, isa,
+                      make_pair, random_lengths, ref_forward, ref_state, threads)
 import _reference as ref
 
 SIZES = [(1, 1, 1, 1), (5, 3, 4, 5), (7, 2, 3, 17), (4, 5, 6, 64)]  # T, B, I, H
@@ -28,12 +28,6 @@ def like_state(state, rng):
     return rng.standard_normal(state.shape)
 
 
-def _lengths(T, B, rng):
-    lens = rng.integers(1, T + 1, size=B)
-    lens[0] = T
-    return lens
-
-
 def _run_both(cell_id, T, B, I, H, L, bidir, use_len, use_state, dtype, seed=0, batch_first=False,
               weight_scale=1.0):
     H = fix_h(cell_id, H)
@@ -46,7 +40,7 @@ def _run_both(cell_id, T, B, I, H, L, bidir, use_len, use_state, dtype, seed=0, 
                 params[k] = params[k] * weight_scale
                 layer.params[k][...] = params[k]
     x = rng.uniform(-1, 1, (T, B, I))
-    lengths = _lengths(T, B, rng) if use_len else None
+    lengths = random_lengths(T, B, rng) if use_len else None
     state = ref_state(cell_id, H, B, L, bidir, seed=seed + 1) if use_state else None
     y_ref, st_ref, cache = ref_forward(cell_id, params, x, state, lengths, H, L, bidir)
     dy = rng.standard_normal(y_ref.shape)

@@ -33,7 +33,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import rnncore as rc  # noqa: E402
 from rnncore import _core  # noqa: E402
 
-from _helpers import CELL_IDS, cast_state, fix_h, flat, isa, make_pair, ref_state, threads  # noqa: E402
+from _helpers import (CELL_IDS, cast_state, fix_h, flat, isa, make_pair, random_lengths,  # noqa: E402
+                      ref_state, threads)
 
 SIZES = [(7, 1, 3, 5), (9, 3, 4, 17), (12, 9, 2, 20), (20, 24, 40, 36), (6, 40, 33, 70)]
 LAYOUTS = {"L1": (1, False, False, False, False),
@@ -50,12 +51,6 @@ def _digest(arrays):
     return h.hexdigest()[:32]
 
 
-def _lengths(T, B, rng):
-    lens = rng.integers(1, T + 1, B)
-    lens[0] = T
-    return lens.astype(np.int64)
-
-
 def _case(cell_id, size, layout, dtype):
     T, B, I, H = size
     H = fix_h(cell_id, H)
@@ -65,7 +60,7 @@ def _case(cell_id, size, layout, dtype):
     layer, _ = make_pair(cell_id, I, H, num_layers=L, bidirectional=bidir, dtype=dtype, batch_first=bf,
                          seed=seed)
     x = rng.uniform(-1, 1, (B, T, I) if bf else (T, B, I)).astype(dtype)
-    lengths = _lengths(T, B, rng) if use_len else None
+    lengths = random_lengths(T, B, rng) if use_len else None
     state = cast_state(ref_state(cell_id, H, B, L, bidir, seed=seed + 1), dtype) if use_state else None
     y, st, tape = layer.forward(x, state, lengths)
     y_inf, st_inf = layer(x, state, lengths)

@@ -30,6 +30,7 @@ from . import losses as _losses
 from ._checks import as_lengths, as_real_array, as_samples, check_int, check_shape, shape_str
 from .layers import _Recurrent
 from .model import Sequential
+from .module import scratch_pass
 
 __all__ = ["gradient_flow", "decay_lag", "timescales", "plot_gradient_flow"]
 
@@ -42,32 +43,6 @@ _SYNTHETIC = ("last", "all")
 
 def _is_sequential(obj) -> bool:
     return isinstance(obj, Sequential)
-
-
-class _Quiet:
-    """For the duration of a diagnostic pass: gradients go to scratch arrays
-    (``layer.grads`` and so the user's accumulated gradients are untouched) and
-    dropout is off (no random masks, and the layers' random generators are not
-    advanced, so training runs stay reproducible)."""
-
-    def __init__(self, layers):
-        self.layers = layers
-        self.saved = []
-
-    def __enter__(self):
-        for layer in self.layers:
-            saved = {"grads": layer.grads}
-            layer.grads = {k: np.zeros_like(v) for k, v in layer.grads.items()}
-            saved["training"] = getattr(layer, "training", True)
-            layer.training = False  # eval mode: forward draws no dropout masks
-            self.saved.append((layer, saved))
-        return self
-
-    def __exit__(self, *exc):
-        for layer, saved in self.saved:
-            for attr, v in saved.items():
-                setattr(layer, attr, v)
-        return False
 
 
 def _to_tbf(layer, a):
@@ -244,7 +219,7 @@ def gradient_flow(model_or_layer, X, Y=None, *, loss=None, lengths=None, dy=None
         if Y is not None:
             raise ValueError("Y (a real loss) needs an rnncore.Sequential: a bare layer has no "
                              "readout; use the synthetic loss (loss='last' or 'all') or dy=")
-        with _Quiet([layer]):
+        with scratch_pass([layer]):
             y, _, tape = layer.forward(X, None, lengths)
             T, B = (y.shape[1], y.shape[0]) if layer.batch_first else y.shape[:2]
             lens = as_lengths(lengths, B, T)

@@ -18,7 +18,7 @@ from . import optim as _optim
 from ._checks import as_real_array, as_samples, check_int, shape_str
 from ._progress import bar
 from .layers import _Recurrent
-from .module import Module
+from .module import Module, scratch_pass
 
 __all__ = ["Sequential", "History", "NonFiniteError"]
 
@@ -235,21 +235,14 @@ class Sequential(Module):
                                  f"got {shape_str(dy.shape)}")
         loss_fn = _losses.get(loss) if Y is not None else None
         Yc = self._check_y(Y, N, loss_fn) if Y is not None else None
-        saved = [(l, l.grads, getattr(l, "training", True)) for l in self.layers]
         dhs: dict = {}
-        try:
-            for l in self.layers:
-                l.grads = {k: np.zeros_like(v) for k, v in l.grads.items()}
-                l.training = False
+        with scratch_pass(self.layers):
             out, tapes, _ = self._run(X, lens, None, train=True)
             if Yc is not None:
                 _, d = loss_fn(out, Yc, self._mask(lens, N, T))
                 self._backward(tapes, d, dh=dhs, input_grad=False)
             else:
                 self._backward(tapes, None, top=top, dy_top=dy, dh=dhs, input_grad=False)
-        finally:
-            for l, grads, mode in saved:
-                l.grads, l.training = grads, mode
         return {i: dhs[i] for i in sorted(dhs)}
 
     def train(self, mode=True):

@@ -16,6 +16,8 @@ anywhere else.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 __all__ = ["Module", "registered"]
@@ -64,6 +66,24 @@ class Module:
     def get_config(self) -> dict:
         """Constructor arguments (JSON-able); parameters are saved separately."""
         raise NotImplementedError(f"{type(self).__name__} does not say how to rebuild it (get_config)")
+
+
+@contextlib.contextmanager
+def scratch_pass(modules):
+    """For one inspecting pass (the diagnostics, Sequential.hidden_grads):
+    gradients go to scratch arrays (``grads``, the user's accumulated
+    gradients, are untouched) and every module is in eval mode (no dropout
+    masks, no random numbers drawn, so training runs stay reproducible);
+    both are put back on exit."""
+    saved = [(m, m.grads, getattr(m, "training", True)) for m in modules]
+    try:
+        for m in modules:
+            m.grads = {k: np.zeros_like(v) for k, v in m.grads.items()}
+            m.training = False
+        yield
+    finally:
+        for m, grads, mode in saved:
+            m.grads, m.training = grads, mode
 
 
 def registered() -> dict:
