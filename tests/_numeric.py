@@ -22,9 +22,11 @@ def central_diff(f, a, eps=1e-6):
 
 
 def deep_copy(v):
-    """v with every array, tuple and list in it copied (argument tuples of the bindings)."""
+    """v with every array, tuple, list and dict in it copied (the bindings' arguments)."""
     if isinstance(v, np.ndarray):
         return v.copy()
+    if isinstance(v, dict):
+        return {k: deep_copy(e) for k, e in v.items()}
     if isinstance(v, tuple):
         return tuple(deep_copy(e) for e in v)
     if isinstance(v, list):
@@ -41,7 +43,17 @@ def get_path(args, path):
 
 
 def replace_path(args, path, value):
-    """A copy of the nested tuples/lists args with the entry at path set to value."""
-    out = list(args)
+    """A copy of the nested tuples/lists/dicts args with the entry at path set to value."""
+    out = dict(args) if isinstance(args, dict) else list(args)
     out[path[0]] = value if len(path) == 1 else replace_path(args[path[0]], path[1:], value)
     return tuple(out) if isinstance(args, tuple) else out
+
+
+def delete_path(args, path):
+    """A copy of the nested dicts args without the entry at path."""
+    out = dict(args)
+    if len(path) == 1:
+        del out[path[0]]
+    else:
+        out[path[0]] = delete_path(args[path[0]], path[1:])
+    return out

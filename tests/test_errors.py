@@ -28,7 +28,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 import rnncore as rc
 from rnncore import _core
 
-from _numeric import deep_copy as _deep_copy, get_path as _get, replace_path as _replace
+from _numeric import deep_copy as _deep_copy, delete_path as _delete, get_path as _get, replace_path as _replace
 
 LAYERS = [rc.LSTM, rc.GRU, rc.RNN]
 LAYER_IDS = ["LSTM", "GRU", "RNN"]
@@ -888,42 +888,46 @@ def test_nan_inf_in_padding_past_lengths_is_ignored(cls, bad):
 #
 # The valid arguments are exactly what layers.py passes: a small layer runs a
 # forward and a backward pass with _core swapped for a recorder, and the first
-# call of each is kept. Then one argument (or one entry of a tuple argument)
-# is broken at a time. Each case runs in a child process (_run_binding_cases):
-# a crash or a hang becomes a failed test naming the case.
+# call of each is kept (its keyword arguments, the CellSpec as its fields).
+# Then one argument (or one entry of a dict argument) is broken at a time; the
+# case's CellSpec is made from its (maybe broken) fields inside the case. Each
+# case runs in a child process (_run_binding_cases): a crash or a hang becomes
+# a failed test naming the case.
 #
 # The layout below is the one of bindings.cpp today:
-#   forward(spec, x, weights, h0, c0, lengths, y, hn, cn, tape)
+#   forward(spec, x, weights, h0, c0, lengths, y, hn, cn, tape, threads, step0)
 #   backward(spec, x, weights, h0, c0, lengths, tape, dy, dhn, dcn, dx,
-#            dx_accumulate, dh0, dc0, grads)
-#   spec = (kind, peephole, reset_after, reverse, batch_first, threads,
-#           num_dirs, dir, hidden, delays, periods, step0)
-#   weights / grads = (w_ih, w_hh, b_ih, b_hh, w_ch, alpha)
-#   tape = (gates, hprev, c, extra)
+#            dx_accumulate, dh0, dc0, grads, dh_seq, threads, step0)
+#   spec = CellSpec(kind, hidden, num_dirs, dir, reverse, batch_first,
+#                   peephole, reset_after, relu, delays, periods)
+#   weights / grads = {weight_ih, weight_hh, bias_ih, bias_hh, weight_ch, alpha}
+#   tape = {gates, hprev, c, extra}
 # test_private_binding_layout_is_known fails first if it changes.
 
 BT, BB, BI, BH = 5, 3, 4, 6
 CELLS = {"lstm": rc.LSTM, "gru": rc.GRU, "rnn": rc.RNN}
-SPEC = ["kind", "peephole", "reset_after", "reverse", "batch_first", "threads", "num_dirs", "dir",
-        "hidden", "delays", "periods", "step0"]
-FWD_LEN, BWD_LEN, SPEC_LEN, W_LEN, TAPE_LEN = 10, 16, 12, 6, 4
+FWD_KEYS = {"spec", "x", "weights", "h0", "c0", "lengths", "y", "hn", "cn", "tape", "threads", "step0"}
+BWD_KEYS = {"spec", "x", "weights", "h0", "c0", "lengths", "tape", "dy", "dhn", "dcn", "dx", "dx_accumulate",
+            "dh0", "dc0", "grads", "dh_seq", "threads", "step0"}
+SPEC_KEYS = {"kind", "hidden", "num_dirs", "dir", "reverse", "batch_first", "peephole", "reset_after", "relu",
+             "delays", "periods"}
 
 # path -> (name in the bindings' messages, required, written to)
-_W = {0: "weight_ih", 1: "weight_hh", 2: "bias_ih", 3: "bias_hh"}
-_TAPE = {0: "tape gates", 1: "tape hprev", 2: "tape c", 3: "tape extra"}
-FWD_ARRAYS = {(1,): ("x", True, False), (3,): ("h0", False, False), (4,): ("c0", False, False),
-              (5,): ("lengths", False, False), (6,): ("y", True, True), (7,): ("hn", False, True),
-              (8,): ("cn", False, True)}
-FWD_ARRAYS.update({(2, k): (n, k < 2, False) for k, n in _W.items()})
-FWD_ARRAYS.update({(9, k): (n, True, True) for k, n in _TAPE.items()})
-BWD_ARRAYS = {(1,): ("x", True, False), (3,): ("h0", False, False), (4,): ("c0", False, False),
-              (5,): ("lengths", False, False), (7,): ("dy", True, False), (8,): ("dhn", False, False),
-              (9,): ("dcn", False, False), (10,): ("dx", False, True), (12,): ("dh0", False, True),
-              (13,): ("dc0", False, True)}
-BWD_ARRAYS.update({(2, k): (n, k < 2, False) for k, n in _W.items()})
-BWD_ARRAYS.update({(6, k): (n, True, False) for k, n in _TAPE.items()})
-BWD_ARRAYS.update({(14, k): ("grad " + n, True, True) for k, n in _W.items()})
-# arrays each cell uses (the others are None in what layers.py passes)
+_W = {"weight_ih": "weight_ih", "weight_hh": "weight_hh", "bias_ih": "bias_ih", "bias_hh": "bias_hh"}
+_TAPE = {"gates": "tape gates", "hprev": "tape hprev", "c": "tape c", "extra": "tape extra"}
+FWD_ARRAYS = {("x",): ("x", True, False), ("h0",): ("h0", False, False), ("c0",): ("c0", False, False),
+              ("lengths",): ("lengths", False, False), ("y",): ("y", True, True), ("hn",): ("hn", False, True),
+              ("cn",): ("cn", False, True)}
+FWD_ARRAYS.update({("weights", k): (n, k in ("weight_ih", "weight_hh"), False) for k, n in _W.items()})
+FWD_ARRAYS.update({("tape", k): (n, True, True) for k, n in _TAPE.items()})
+BWD_ARRAYS = {("x",): ("x", True, False), ("h0",): ("h0", False, False), ("c0",): ("c0", False, False),
+              ("lengths",): ("lengths", False, False), ("dy",): ("dy", True, False),
+              ("dhn",): ("dhn", False, False), ("dcn",): ("dcn", False, False), ("dx",): ("dx", False, True),
+              ("dh0",): ("dh0", False, True), ("dc0",): ("dc0", False, True)}
+BWD_ARRAYS.update({("weights", k): (n, k in ("weight_ih", "weight_hh"), False) for k, n in _W.items()})
+BWD_ARRAYS.update({("tape", k): (n, True, False) for k, n in _TAPE.items()})
+BWD_ARRAYS.update({("grads", k): ("grad " + n, True, True) for k, n in _W.items()})
+# arrays each cell uses (the others are None, or not in the dict, in what layers.py passes)
 _LSTM_ONLY = {"c0", "cn", "tape c", "dcn", "dc0"}
 _GRU_ONLY = {"tape extra"}
 # arrays broken in every way; the others get the common breakings only
@@ -931,8 +935,8 @@ _KEY_ARRAYS = {"x", "weight_hh", "y", "dy", "tape gates", "grad weight_ih", "len
 
 
 def _capture(cell):
-    """(forward args, backward args) of the first direction of a 1-layer layer,
-    as layers.py passes them (with state, lengths and dstate given)."""
+    """(forward kwargs, backward kwargs) of the first direction of a 1-layer
+    layer, as layers.py passes them (with state, lengths and dstate given)."""
     from rnncore import layers as layers_mod
     seen = {}
     real = layers_mod._core
@@ -943,9 +947,10 @@ def _capture(cell):
             if name not in ("forward_f32", "backward_f32"):
                 return fn
 
-            def record(*args):
-                seen.setdefault(name, _deep_copy(args))
-                return fn(*args)
+            def record(*args, **kwargs):
+                assert not args, "layers.py passes the bindings' arguments by name"
+                seen.setdefault(name, _deep_copy({**kwargs, "spec": kwargs["spec"].fields()}))
+                return fn(**kwargs)
             return record
 
     layers_mod._core = Recorder()
@@ -959,6 +964,13 @@ def _capture(cell):
     finally:
         layers_mod._core = real
     return seen["forward_f32"], seen["backward_f32"]
+
+
+def _call(fn, kwargs):
+    """fn(**kwargs) with the spec's fields made into a CellSpec first (which may raise)."""
+    if isinstance(kwargs.get("spec"), dict):
+        kwargs = {**kwargs, "spec": _core.CellSpec(**kwargs["spec"])}
+    return fn(**kwargs)
 
 
 def _break(v, how):
@@ -1012,39 +1024,52 @@ def _binding_cases():
                     elif name == "x" and how == "shape":
                         rx = r"(?<![\w])x(?![\w])|weight_ih"  # I is read from x
                     cases[f"{entry}-{cell}-{name.replace(' ', '_')}-{how}"] = (entry, cell, path, how, rx)
-            # spec entries, tuple arguments, other scalars
-            own = {"lstm": 0, "gru": 1, "rnn": 2}[cell]
-            for kind in range(7):
-                if kind != own and not (cell == "rnn" and kind == 3):
-                    cases[f"{entry}-{cell}-spec_kind-{kind}"] = (entry, cell, (0, 0), ("set", kind), None)
-            cases[f"{entry}-{cell}-spec_kind-99"] = (entry, cell, (0, 0), ("set", 99), r"kind.*99")
-            cases[f"{entry}-{cell}-spec_kind-str"] = (entry, cell, (0, 0), ("set", "lstm"), r"kind")
-            cases[f"{entry}-{cell}-spec_threads-str"] = (entry, cell, (0, 5), ("set", "2"), r"threads")
-            cases[f"{entry}-{cell}-spec_threads-huge"] = (entry, cell, (0, 5), ("set", 2 ** 40), r"threads")
-            cases[f"{entry}-{cell}-spec_hidden-0"] = (entry, cell, (0, 8), ("set", 0), r"hidden")
-            cases[f"{entry}-{cell}-spec_hidden-H+1"] = (entry, cell, (0, 8), ("set", BH + 1), None)
-            cases[f"{entry}-{cell}-spec_batch_first-True"] = (entry, cell, (0, 4), ("set", True), None)
-            cases[f"{entry}-{cell}-spec-short"] = (entry, cell, (0,), ("slice", SPEC_LEN - 1), r"spec")
-            cases[f"{entry}-{cell}-weights-short"] = (entry, cell, (2,), ("slice", W_LEN - 1), r"weights")
-            cases[f"{entry}-{cell}-weights-None"] = (entry, cell, (2,), ("set", None), None)
-            tape_at = 9 if entry == "forward" else 6
-            cases[f"{entry}-{cell}-tape-short"] = (entry, cell, (tape_at,), ("slice", TAPE_LEN - 1), r"tape")
-            cases[f"{entry}-{cell}-tape-int"] = (entry, cell, (tape_at,), ("set", 5), r"tape")
+            # spec entries, dict arguments, other scalars
+            own = {"lstm": [_core.CellKind.lstm], "gru": [_core.CellKind.gru],
+                   "rnn": [_core.CellKind.rnn_tanh, _core.CellKind.rnn_relu]}[cell]
+            for kind in _core.CellKind.__members__.values():
+                if kind not in own:
+                    cases[f"{entry}-{cell}-spec_kind-{kind.name}"] = (entry, cell, ("spec", "kind"), ("set", kind),
+                                                                       None)
+            cases[f"{entry}-{cell}-spec_kind-99"] = (entry, cell, ("spec", "kind"), ("set", 99), r"kind.*99")
+            cases[f"{entry}-{cell}-spec_kind-str"] = (entry, cell, ("spec", "kind"), ("set", "lstm"), r"kind")
+            cases[f"{entry}-{cell}-threads-str"] = (entry, cell, ("threads",), ("set", "2"), r"threads")
+            cases[f"{entry}-{cell}-threads-huge"] = (entry, cell, ("threads",), ("set", 2 ** 40), r"threads")
+            cases[f"{entry}-{cell}-step0--1"] = (entry, cell, ("step0",), ("set", -1), r"step0.*-1")
+            cases[f"{entry}-{cell}-spec_hidden-0"] = (entry, cell, ("spec", "hidden"), ("set", 0), r"hidden")
+            cases[f"{entry}-{cell}-spec_hidden-1.5"] = (entry, cell, ("spec", "hidden"), ("set", 1.5), r"hidden")
+            cases[f"{entry}-{cell}-spec_hidden-H+1"] = (entry, cell, ("spec", "hidden"), ("set", BH + 1), None)
+            cases[f"{entry}-{cell}-spec_batch_first-True"] = (entry, cell, ("spec", "batch_first"), ("set", True),
+                                                              None)
+            cases[f"{entry}-{cell}-spec_reverse-1"] = (entry, cell, ("spec", "reverse"), ("set", 1), r"reverse")
+            cases[f"{entry}-{cell}-spec-tuple"] = (entry, cell, ("spec",), ("set", (0, BH)), r"spec")
+            cases[f"{entry}-{cell}-weights-no_weight_hh"] = (entry, cell, ("weights", "weight_hh"), ("del",),
+                                                             r"weight_hh")
+            cases[f"{entry}-{cell}-weights-unknown"] = (entry, cell, ("weights", "weight_hx"), ("set", None),
+                                                        r"weights.*weight_hx")
+            cases[f"{entry}-{cell}-weights-None"] = (entry, cell, ("weights",), ("set", None), r"weights")
+            cases[f"{entry}-{cell}-weights-tuple"] = (entry, cell, ("weights",), ("values",), r"weights")
+            cases[f"{entry}-{cell}-tape-no_hprev"] = (entry, cell, ("tape", "hprev"), ("del",), r"tape hprev")
+            cases[f"{entry}-{cell}-tape-int"] = (entry, cell, ("tape",), ("set", 5), r"tape")
+            cases[f"{entry}-{cell}-tape-tuple"] = (entry, cell, ("tape",), ("values",), r"tape")
             if entry == "backward":
-                cases[f"{entry}-{cell}-tape-None"] = (entry, cell, (6,), ("set", None), r"tape")
-                cases[f"{entry}-{cell}-grads-short"] = (entry, cell, (14,), ("slice", W_LEN - 1), r"grads")
-                cases[f"{entry}-{cell}-grads-None"] = (entry, cell, (14,), ("set", None), None)
-                cases[f"{entry}-{cell}-dx_accumulate-str"] = (entry, cell, (11,), ("set", "yes"), None)
+                cases[f"{entry}-{cell}-tape-None"] = (entry, cell, ("tape",), ("set", None), r"tape")
+                cases[f"{entry}-{cell}-grads-no_weight_ih"] = (entry, cell, ("grads", "weight_ih"), ("del",),
+                                                               r"grad weight_ih")
+                cases[f"{entry}-{cell}-grads-None"] = (entry, cell, ("grads",), ("set", None), r"grads")
+                cases[f"{entry}-{cell}-dx_accumulate-str"] = (entry, cell, ("dx_accumulate",), ("set", "yes"),
+                                                              r"dx_accumulate")
             if cell == "lstm":
-                cases[f"{entry}-{cell}-spec_peephole-True"] = (entry, cell, (0, 1), ("set", True),
+                cases[f"{entry}-{cell}-spec_peephole-True"] = (entry, cell, ("spec", "peephole"), ("set", True),
                                                                r"weight_ch")
     return cases
 
 
 BINDING_CASES = _binding_cases()
 # direction entries of spec: the message must show the values that came
-DIRECTION_CASES = {f"{e}-lstm-spec_{SPEC[i]}-{v}": (e, "lstm", (0, i), ("set", v), None)
-                   for e in ("forward", "backward") for i, v in ((6, 3), (6, 0), (7, 1), (7, -1))}
+DIRECTION_CASES = {f"{e}-lstm-spec_{key}-{v}": (e, "lstm", ("spec", key), ("set", v), None)
+                   for e in ("forward", "backward") for key, v in (("num_dirs", 3), ("num_dirs", 0), ("dir", 1),
+                                                                    ("dir", -1))}
 ALL_BINDING_CASES = {**BINDING_CASES, **DIRECTION_CASES}
 
 
@@ -1053,17 +1078,17 @@ def _run_one_binding_case(case_id, captured):
     entry, cell, path, how, _ = ALL_BINDING_CASES[case_id]
     fwd, bwd = captured[cell]
     args, fn = (fwd, _core.forward_f32) if entry == "forward" else (bwd, _core.backward_f32)
-    fn(*_deep_copy(args))  # the unbroken call works
+    _call(fn, _deep_copy(args))  # the unbroken call works
     args = _deep_copy(args)
-    if isinstance(how, tuple) and how[0] == "set":
-        value = how[1]
-    elif isinstance(how, tuple) and how[0] == "slice":
-        value = _get(args, path)[:how[1]]
+    if how == ("del",):
+        args = _delete(args, path)
+    elif how == ("values",):
+        args = _replace(args, path, tuple(_get(args, path).values()))
     else:
-        value = _break(_get(args, path), how)
-    args = _replace(args, path, value)
+        value = how[1] if isinstance(how, tuple) and how[0] == "set" else _break(_get(args, path), how)
+        args = _replace(args, path, value)
     try:
-        fn(*args)
+        _call(fn, args)
     except Exception as e:  # noqa: BLE001 - the type is what is being tested
         return type(e).__name__, str(e)[:2000]
     return None
@@ -1135,7 +1160,7 @@ def _run_binding_cases():
 
 
 def _describe(entry, path, how):
-    what = "spec[" + SPEC[path[1]] + "]" if path[0] == 0 and len(path) == 2 else f"arg{list(path)}"
+    what = f"{path[0]}[{path[1]!r}]" if len(path) == 2 else path[0]
     return f"_core.{entry}_f32(... {what} <- {how!r} ...)"
 
 
@@ -1154,7 +1179,7 @@ def test_private_binding_rejects_bad_argument(case_id):
 @pytest.mark.parametrize("case_id", list(DIRECTION_CASES))
 def test_private_binding_direction_message_shows_values(case_id):
     entry, cell, path, (_, value), _ = DIRECTION_CASES[case_id]
-    key = SPEC[path[1]]
+    key = path[1]
     rec = _run_binding_cases()[case_id]
     call = _describe(entry, path, value)
     assert "died" not in rec, f"{call} {rec.get('died')}"
@@ -1167,19 +1192,21 @@ def test_private_binding_direction_message_shows_values(case_id):
 def test_private_binding_layout_is_known(cell):
     # if this fails, bindings.cpp changed its argument layout: update the tables above
     fwd, bwd = _capture(cell)
-    assert len(fwd) == FWD_LEN and len(bwd) == BWD_LEN
-    assert len(fwd[0]) == SPEC_LEN and fwd[0][8] == BH and fwd[0][6] == 1 and fwd[0][7] == 0
-    assert len(fwd[2]) == W_LEN and len(fwd[9]) == TAPE_LEN
-    assert len(bwd[2]) == W_LEN and len(bwd[6]) == TAPE_LEN and len(bwd[14]) == W_LEN
-    assert isinstance(bwd[11], bool)
+    assert set(fwd) == FWD_KEYS and set(bwd) == BWD_KEYS
+    assert set(fwd["spec"]) == SPEC_KEYS and fwd["spec"]["hidden"] == BH
+    assert fwd["spec"]["num_dirs"] == 1 and fwd["spec"]["dir"] == 0
+    assert set(fwd["weights"]) == set(_W) and set(bwd["weights"]) == set(_W) and set(bwd["grads"]) == set(_W)
+    tape_keys = {"gates", "hprev"} | ({"c"} if cell == "lstm" else set()) | ({"extra"} if cell == "gru" else set())
+    assert set(fwd["tape"]) == tape_keys and set(bwd["tape"]) == tape_keys
+    assert isinstance(bwd["dx_accumulate"], bool)
     for entry, args, table in (("forward", fwd, FWD_ARRAYS), ("backward", bwd, BWD_ARRAYS)):
         for path, (name, _, _) in table.items():
-            v = _get(args, path)
             used = not ((name in _LSTM_ONLY and cell != "lstm") or (name in _GRU_ONLY and cell != "gru"))
+            v = _get(args, path) if path[0] not in ("tape",) or path[1] in tape_keys else None
             assert isinstance(v, np.ndarray) == used, f"{entry} {path} ({name}): {type(v).__name__}"
     # and the captured call reproduces the layer
-    y = np.empty_like(fwd[6])
-    _core.forward_f32(*_replace(_deep_copy(fwd), (6,), y))
+    y = np.empty_like(fwd["y"])
+    _call(_core.forward_f32, _replace(_deep_copy(fwd), ("y",), y))
     layer = CELLS[cell](BI, BH, seed=0)
     h = np.random.default_rng(1).standard_normal((1, BB, BH)).astype(np.float32)
     x = np.random.default_rng(0).standard_normal((BT, BB, BI)).astype(np.float32)

@@ -222,8 +222,8 @@ def test_copied_and_pickled_layers_prepare_their_own_call():
 def test_prepared_object_refuses_bad_construction():
     layer = rc.LSTM(3, 4)
     layer(np.ones((1, 1, 3), np.float32))
-    spec = layer._spec(0, 1, 0)
-    tup = layer._param_tuple(0, 0)
+    spec = layer._spec(0)
+    tup = layer._kernel_weights(0, 0)
     with pytest.raises(ValueError, match="input_size"):
         _core.Prepared_f32(spec, 0, tup, [], [])
     with pytest.raises(ValueError, match="weight_ih"):

@@ -429,7 +429,7 @@ def _tape_bytes(tape) -> int:
     total = 0
     for recs in tape.records:
         for rec in recs:
-            total += sum(a.nbytes for a in rec if isinstance(a, np.ndarray))
+            total += sum(a.nbytes for a in rec.values() if isinstance(a, np.ndarray))
     return total
 
 

@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <initializer_list>
+#include <memory>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -78,12 +79,13 @@ T* Ptr(const py::object& o, const char* name, const Shape& shape, bool write, bo
   return static_cast<T*>(const_cast<void*>(a.data()));
 }
 
+// A layer direction's cell and layout as the kernels take them; the sizes
+// T, B, I come from x, the thread bound and clockwork's step from the call.
 struct Common {
   CellSpec cell;
   Problem pb;
   int D = 1, dir = 0, G = 1, maxd = 1;
   bool batch_first = false;
-  std::vector<int32_t> delays, periods;  // owned here, pointed to by cell
 };
 
 // Sizes whose index products stay in the kernels' integer ranges.
@@ -101,70 +103,164 @@ std::string Pow2Str(int64_t v) {
   return "2**" + std::to_string(k);
 }
 
-// spec = (kind, peephole, reset_after, reverse, batch_first, threads, num_dirs,
-//         dir, hidden, delays, periods, step0)
+std::string TypeName(const py::handle& o) { return py::str(py::type::of(o).attr("__name__")); }
+
+// A scalar argument of type V (bool, int or int64_t), converted with a
+// message naming it: bools only from bools, ints only from integers.
 template <typename V>
-V SpecItem(const py::tuple& spec, size_t i, const char* name) {
-  try {
-    return spec[i].cast<V>();
-  } catch (const py::cast_error&) {
-    throw py::type_error("spec[" + std::to_string(i) + "] (" + name + ") has the wrong type: got " +
-                         std::string(py::str(py::type::of(spec[i]).attr("__name__"))) + " " +
-                         std::string(py::repr(spec[i])));
+V Scalar(const py::handle& o, const std::string& name) {
+  static PyObject* const np_bool = py::object(py::module_::import("numpy").attr("bool_")).release().ptr();
+  const bool is_bool = PyBool_Check(o.ptr()) || PyObject_TypeCheck(o.ptr(), reinterpret_cast<PyTypeObject*>(np_bool));
+  bool ok = std::is_same<V, bool>::value ? is_bool : (!is_bool && PyIndex_Check(o.ptr()));
+  if (ok) {
+    try {
+      return o.cast<V>();
+    } catch (const py::cast_error&) {
+      ok = false;
+    }
   }
+  const char* want = std::is_same<V, bool>::value ? "a bool" : std::is_same<V, int>::value ? "an int in int32's range" : "an int in int64's range";
+  throw py::type_error(name + " must be " + want + ", got " + TypeName(o) + " " + std::string(py::repr(o)));
 }
 
-// The spec's entries into c (everything but the sizes T, B, I that x gives).
-void ParseSpec(const py::tuple& spec, Common* c) {
-  if (spec.size() != 12)
-    throw py::value_error("spec must have 12 entries, got " + std::to_string(spec.size()));
-  const int kind = SpecItem<int>(spec, 0, "kind");
-  if (kind < 0 || kind >= kNumCellKinds) throw py::value_error("unknown cell kind " + std::to_string(kind));
-  c->cell.kind = static_cast<CellKind>(kind);
-  c->cell.peephole = SpecItem<bool>(spec, 1, "peephole");
-  c->cell.reset_after = SpecItem<bool>(spec, 2, "reset_after");
-  c->pb.reverse = SpecItem<bool>(spec, 3, "reverse");
-  c->batch_first = SpecItem<bool>(spec, 4, "batch_first");
-  c->pb.threads = SpecItem<int>(spec, 5, "threads");
-  c->D = SpecItem<int>(spec, 6, "num_dirs");
-  c->dir = SpecItem<int>(spec, 7, "dir");
-  const int hidden = SpecItem<int>(spec, 8, "hidden");
-  c->delays = SpecItem<std::vector<int32_t>>(spec, 9, "delays");
-  c->periods = SpecItem<std::vector<int32_t>>(spec, 10, "periods");
-  c->cell.step0 = SpecItem<int64_t>(spec, 11, "step0");
-  c->G = NumGates(c->cell);
-  if (hidden < 1) throw py::value_error("hidden_size must be >= 1");
-  if (c->D < 1 || c->D > 2)
-    throw py::value_error("spec[6] (num_dirs) must be 1 or 2, got " + std::to_string(c->D));
-  if (c->dir < 0 || c->dir >= c->D)
-    throw py::value_error("spec[7] (dir) must be in [0, " + std::to_string(c->D) + "), got " +
-                          std::to_string(c->dir));
-  if (c->cell.kind == CellKind::kSkip) {
-    if (c->delays.empty()) throw py::value_error("delays must not be empty");
-    for (size_t i = 0; i < c->delays.size(); ++i) {
-      if (c->delays[i] < 1) throw py::value_error("delays must be >= 1");
-      if (c->delays[i] > kMaxDelay)
-        throw py::value_error("delays must be <= " + Pow2Str(kMaxDelay) + ", got " + std::to_string(c->delays[i]));
-      for (size_t k = 0; k < i; ++k)
-        if (c->delays[k] == c->delays[i]) throw py::value_error("delays must be distinct");
-    }
-    c->cell.delays = c->delays.data();
-    c->cell.n_delays = static_cast<int>(c->delays.size());
-    c->maxd = MaxDelay(c->cell);
-  }
-  if (c->cell.kind == CellKind::kClockwork) {
-    if (c->periods.empty() || hidden % static_cast<int>(c->periods.size()) != 0)
-      throw py::value_error("periods must split hidden_size into equal groups");
-    for (size_t i = 0; i < c->periods.size(); ++i)
-      if (c->periods[i] < 1 || (i && c->periods[i] <= c->periods[i - 1]))
-        throw py::value_error("periods must be increasing and >= 1");
-    if (c->cell.step0 < 0 || c->cell.step0 > kMaxStep)
-      throw py::value_error("step must be in [0, " + Pow2Str(kMaxStep) + "], got " + std::to_string(c->cell.step0));
-    c->cell.periods = c->periods.data();
-    c->cell.n_periods = static_cast<int>(c->periods.size());
-  }
-  c->pb.H = hidden;
+std::vector<int32_t> IntList(const py::handle& o, const std::string& name) {
+  if (!PyList_Check(o.ptr()) && !PyTuple_Check(o.ptr()))
+    throw py::type_error(name + " must be a list of ints, got " + TypeName(o));
+  std::vector<int32_t> out;
+  const py::sequence seq = py::reinterpret_borrow<py::sequence>(o);
+  for (size_t i = 0; i < seq.size(); ++i)
+    out.push_back(Scalar<int>(seq[i], name + "[" + std::to_string(i) + "]"));
+  return out;
 }
+
+// _core.CellSpec: one direction of one layer, checked once when made, then
+// passed to every call of that direction.
+class Spec {
+ public:
+  Spec(const py::object& kind, const py::object& hidden, const py::object& num_dirs, const py::object& dir,
+       const py::object& reverse, const py::object& batch_first, const py::object& peephole,
+       const py::object& reset_after, const py::object& relu, const py::object& delays,
+       const py::object& periods) {
+    if (!py::isinstance<CellKind>(kind))
+      throw py::type_error("kind must be a CellKind, got " + TypeName(kind) + " " + std::string(py::repr(kind)));
+    Common& c = c_;
+    c.cell.kind = kind.cast<CellKind>();
+    const int h = Scalar<int>(hidden, "hidden");
+    c.D = Scalar<int>(num_dirs, "num_dirs");
+    c.dir = Scalar<int>(dir, "dir");
+    c.pb.reverse = Scalar<bool>(reverse, "reverse");
+    c.batch_first = Scalar<bool>(batch_first, "batch_first");
+    c.cell.peephole = Scalar<bool>(peephole, "peephole");
+    c.cell.reset_after = Scalar<bool>(reset_after, "reset_after");
+    c.cell.relu = Scalar<bool>(relu, "relu");
+    delays_ = IntList(delays, "delays");
+    periods_ = IntList(periods, "periods");
+    c.G = NumGates(c.cell);
+    if (h < 1) throw py::value_error("hidden must be >= 1, got " + std::to_string(h));
+    if (c.D < 1 || c.D > 2) throw py::value_error("num_dirs must be 1 or 2, got " + std::to_string(c.D));
+    if (c.dir < 0 || c.dir >= c.D)
+      throw py::value_error("dir must be in [0, " + std::to_string(c.D) + "), got " + std::to_string(c.dir));
+    if (RecWeightOf(c.cell) == RecWeight::kPerDelay) {
+      if (delays_.empty()) throw py::value_error("delays must not be empty");
+      for (size_t i = 0; i < delays_.size(); ++i) {
+        if (delays_[i] < 1) throw py::value_error("delays must be >= 1, got " + std::to_string(delays_[i]));
+        if (delays_[i] > kMaxDelay)
+          throw py::value_error("delays must be <= " + Pow2Str(kMaxDelay) + ", got " + std::to_string(delays_[i]));
+        for (size_t k = 0; k < i; ++k)
+          if (delays_[k] == delays_[i]) throw py::value_error("delays must be distinct");
+      }
+      c.cell.delays = delays_.data();
+      c.cell.n_delays = static_cast<int>(delays_.size());
+      c.maxd = MaxDelay(c.cell);
+    }
+    if (c.cell.kind == CellKind::kClockwork) {
+      if (periods_.empty() || h % static_cast<int>(periods_.size()) != 0)
+        throw py::value_error("periods must split hidden into equal groups");
+      for (size_t i = 0; i < periods_.size(); ++i)
+        if (periods_[i] < 1 || (i && periods_[i] <= periods_[i - 1]))
+          throw py::value_error("periods must be increasing and >= 1");
+      c.cell.periods = periods_.data();
+      c.cell.n_periods = static_cast<int>(periods_.size());
+    }
+    c.pb.H = h;
+  }
+  Spec(const Spec&) = delete;
+  Spec& operator=(const Spec&) = delete;
+
+  // The checked spec with the call's thread bound and step (cell points into this spec's lists).
+  Common With(const py::handle& threads, const py::handle& step0) const {
+    Common c = c_;
+    c.pb.threads = Scalar<int>(threads, "threads");
+    c.cell.step0 = Scalar<int64_t>(step0, "step0");
+    if (c.cell.step0 < 0 || c.cell.step0 > kMaxStep)
+      throw py::value_error("step0 must be in [0, " + Pow2Str(kMaxStep) + "], got " + std::to_string(c.cell.step0));
+    return c;
+  }
+  const Common& Parsed() const { return c_; }
+
+  // The constructor's arguments: what pickling and the tests rebuild it from.
+  py::dict Fields() const {
+    py::dict d;
+    d["kind"] = py::cast(c_.cell.kind);
+    d["hidden"] = c_.pb.H;
+    d["num_dirs"] = c_.D;
+    d["dir"] = c_.dir;
+    d["reverse"] = c_.pb.reverse;
+    d["batch_first"] = c_.batch_first;
+    d["peephole"] = c_.cell.peephole;
+    d["reset_after"] = c_.cell.reset_after;
+    d["relu"] = c_.cell.relu;
+    d["delays"] = py::cast(delays_);
+    d["periods"] = py::cast(periods_);
+    return d;
+  }
+
+ private:
+  Common c_;
+  std::vector<int32_t> delays_, periods_;
+};
+
+std::unique_ptr<Spec> SpecFrom(const py::dict& d) {
+  auto get = [&](const char* k) -> py::object {
+    if (!d.contains(k)) throw py::value_error(std::string("CellSpec state lacks '") + k + "'");
+    return d[k];
+  };
+  return std::make_unique<Spec>(get("kind"), get("hidden"), get("num_dirs"), get("dir"), get("reverse"),
+                                get("batch_first"), get("peephole"), get("reset_after"), get("relu"),
+                                get("delays"), get("periods"));
+}
+
+// The entries of a dict argument by name. A key the call does not know is
+// an error (a misspelt name must not be ignored); a missing key is None.
+class Named {
+ public:
+  Named(const py::handle& o, const char* what, std::initializer_list<const char*> keys) {
+    if (!PyDict_Check(o.ptr()))
+      throw py::type_error(std::string(what) + " must be a dict {name: array}, got " + TypeName(o));
+    d_ = py::reinterpret_borrow<py::dict>(o);
+    for (auto kv : d_) {
+      bool known = false;
+      if (PyUnicode_Check(kv.first.ptr())) {
+        const std::string k = py::str(kv.first);
+        for (const char* want : keys) known = known || k == want;
+      }
+      if (!known) {
+        std::string list;
+        for (const char* want : keys) list += std::string(list.empty() ? "" : ", ") + want;
+        throw py::value_error(std::string(what) + " has an unknown entry " + std::string(py::repr(kv.first)) +
+                              " (its entries: " + list + ")");
+      }
+    }
+  }
+  py::object operator[](const char* key) const {
+    PyObject* v = PyDict_GetItemString(d_.ptr(), key);
+    return v ? py::reinterpret_borrow<py::object>(v) : py::none();
+  }
+  const py::dict& dict() const { return d_; }
+
+ private:
+  py::dict d_;
+};
 
 // T, B, I from x, which must be 3-D and not too large.
 void SetSizes(const py::array& x, Common* c) {
@@ -178,9 +274,10 @@ void SetSizes(const py::array& x, Common* c) {
   c->pb.I = static_cast<int>(I);
 }
 
-void MakeCommon(const py::tuple& spec, const py::array& x, Common* c) {
-  ParseSpec(spec, c);
-  SetSizes(x, c);
+Common MakeCommon(const Spec& spec, const py::array& x, const py::handle& threads, const py::handle& step0) {
+  Common c = spec.With(threads, step0);
+  SetSizes(x, &c);
+  return c;
 }
 
 template <typename T>
@@ -199,7 +296,7 @@ Shape SeqShape(const Common& c, int64_t width) {
 
 // The per-direction state shape: [B, H], or skip's history [maxd, B, H].
 Shape StateShape(const Common& c) {
-  if (c.cell.kind == CellKind::kSkip) return {c.maxd, c.pb.B, c.pb.H};
+  if (RecWeightOf(c.cell) == RecWeight::kPerDelay) return {c.maxd, c.pb.B, c.pb.H};
   return {c.pb.B, c.pb.H};
 }
 
@@ -217,85 +314,88 @@ const int32_t* Lengths(const py::object& o, const Common& c) {
 template <typename T>
 std::vector<T*> DelayMats(const py::object& o, const Common& c, const char* name, bool write) {
   std::vector<T*> out;
-  if (c.cell.kind != CellKind::kSkip) return out;
   if (!py::isinstance<py::list>(o) && !py::isinstance<py::tuple>(o))
-    throw py::type_error(std::string(name) + " must be a list of arrays");
+    throw py::type_error(std::string(name) + " must be a list of arrays, got " + TypeName(o));
   py::sequence seq = py::reinterpret_borrow<py::sequence>(o);
   if (static_cast<int>(seq.size()) != c.cell.n_delays)
-    throw py::value_error(std::string(name) + " must hold one matrix per delay");
+    throw py::value_error(std::string(name) + " must hold one matrix per delay (" + std::to_string(c.cell.n_delays) +
+                          "), got " + std::to_string(seq.size()));
   for (size_t i = 0; i < seq.size(); ++i)
     out.push_back(Ptr<T>(seq[i], name, {c.pb.H, c.pb.H}, write, false));
   return out;
 }
 
+// weights and grads: {"weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ch", "alpha"}
+constexpr std::initializer_list<const char*> kWeightKeys = {"weight_ih", "weight_hh", "bias_ih", "bias_hh",
+                                                            "weight_ch", "alpha"};
+
+// The recurrent weight: [G*H, H], a vector [G*H], or skip's list of [H, H].
 template <typename T>
-Weights<T> GetWeights(const Common& c, const py::tuple& w, std::vector<T*>* wd) {
-  // w = (w_ih, w_hh or list of per-delay w_hh, b_ih, b_hh, w_ch, alpha)
-  if (w.size() != 6) throw py::value_error("weights must have 6 entries, got " + std::to_string(w.size()));
+T* RecWeightPtr(const Common& c, const py::object& o, const std::string& name, bool write, std::vector<T*>* per) {
+  const int64_t H = c.pb.H, GH = c.G * H;
+  switch (RecWeightOf(c.cell)) {
+    case RecWeight::kPerDelay:
+      *per = DelayMats<T>(o, c, (name + "_d").c_str(), write);
+      return nullptr;
+    case RecWeight::kVector: return Ptr<T>(o, name.c_str(), {GH}, write, false);
+    case RecWeight::kMatrix: break;
+  }
+  return Ptr<T>(o, name.c_str(), {GH, H}, write, false);
+}
+
+template <typename T>
+Weights<T> GetWeights(const Common& c, const py::object& o, std::vector<T*>* wd) {
+  const Named w(o, "weights", kWeightKeys);
   const int64_t H = c.pb.H, GH = c.G * H;
   Weights<T> out;
-  out.w_ih = Ptr<T>(w[0], "weight_ih", {GH, c.pb.I}, false, false);
-  if (c.cell.kind == CellKind::kSkip) {
-    *wd = DelayMats<T>(w[1], c, "weight_hh_d", false);
-    out.w_hh_d = wd->data();
-  } else {
-    out.w_hh = Ptr<T>(w[1], "weight_hh", {GH, H}, false, false);
-  }
-  out.b_ih = Ptr<T>(w[2], "bias_ih", {GH}, false);
-  out.b_hh = Ptr<T>(w[3], "bias_hh", {GH}, false);
+  out.w_ih = Ptr<T>(w["weight_ih"], "weight_ih", {GH, c.pb.I}, false, false);
+  out.w_hh = RecWeightPtr<T>(c, w["weight_hh"], "weight_hh", false, wd);
+  out.w_hh_d = wd->empty() ? nullptr : wd->data();
+  out.b_ih = Ptr<T>(w["bias_ih"], "bias_ih", {GH}, false);
+  out.b_hh = Ptr<T>(w["bias_hh"], "bias_hh", {GH}, false);
   if (c.cell.kind == CellKind::kLstm && c.cell.peephole)
-    out.w_ch = Ptr<T>(w[4], "weight_ch", {3, H}, false, false);
-  if (c.cell.kind == CellKind::kLeaky) out.alpha = Ptr<T>(w[5], "alpha", {H}, false, false);
+    out.w_ch = Ptr<T>(w["weight_ch"], "weight_ch", {3, H}, false, false);
+  if (c.cell.kind == CellKind::kLeaky) out.alpha = Ptr<T>(w["alpha"], "alpha", {H}, false, false);
   return out;
 }
 
 template <typename T>
-Grads<T> GetGrads(const Common& c, const Weights<T>& w, const py::tuple& g, std::vector<T*>* gd) {
-  if (g.size() != 6) throw py::value_error("grads must have 6 entries, got " + std::to_string(g.size()));
+Grads<T> GetGrads(const Common& c, const Weights<T>& w, const py::object& o, std::vector<T*>* gd) {
+  const Named g(o, "grads", kWeightKeys);
   const int64_t H = c.pb.H, GH = c.G * H;
   Grads<T> out;
-  out.w_ih = Ptr<T>(g[0], "grad weight_ih", {GH, c.pb.I}, true, false);
-  if (c.cell.kind == CellKind::kSkip) {
-    *gd = DelayMats<T>(g[1], c, "grad weight_hh_d", true);
-    out.w_hh_d = gd->data();
-  } else {
-    out.w_hh = Ptr<T>(g[1], "grad weight_hh", {GH, H}, true, false);
-  }
-  out.b_ih = w.b_ih ? Ptr<T>(g[2], "grad bias_ih", {GH}, true, false) : nullptr;
-  out.b_hh = w.b_hh ? Ptr<T>(g[3], "grad bias_hh", {GH}, true, false) : nullptr;
-  if (w.w_ch) out.w_ch = Ptr<T>(g[4], "grad weight_ch", {3, H}, true, false);
-  if (w.alpha) out.alpha = Ptr<T>(g[5], "grad alpha", {H}, true, false);
+  out.w_ih = Ptr<T>(g["weight_ih"], "grad weight_ih", {GH, c.pb.I}, true, false);
+  out.w_hh = RecWeightPtr<T>(c, g["weight_hh"], "grad weight_hh", true, gd);
+  out.w_hh_d = gd->empty() ? nullptr : gd->data();
+  out.b_ih = w.b_ih ? Ptr<T>(g["bias_ih"], "grad bias_ih", {GH}, true, false) : nullptr;
+  out.b_hh = w.b_hh ? Ptr<T>(g["bias_hh"], "grad bias_hh", {GH}, true, false) : nullptr;
+  if (w.w_ch) out.w_ch = Ptr<T>(g["weight_ch"], "grad weight_ch", {3, H}, true, false);
+  if (w.alpha) out.alpha = Ptr<T>(g["alpha"], "grad alpha", {H}, true, false);
   return out;
 }
 
-// tape = (gates, hprev, c, extra), or None for inference.
+// tape = {"gates", "hprev", "c", "extra"}, or None for inference.
 template <typename T>
 Tape<T> GetTape(const Common& c, const py::object& o, bool write) {
   Tape<T> t;
   if (o.is_none()) return t;
-  if (!py::isinstance<py::tuple>(o))
-    throw py::type_error("tape must be a tuple (gates, hprev, c, extra) or None, got " +
-                         std::string(py::str(py::type::of(o).attr("__name__"))));
-  const py::tuple tp = py::reinterpret_borrow<py::tuple>(o);
-  if (tp.size() != 4) throw py::value_error("tape must have 4 entries, got " + std::to_string(tp.size()));
+  const Named tp(o, "tape", {"gates", "hprev", "c", "extra"});
   const int64_t H = c.pb.H;
-  t.gates = Ptr<T>(tp[0], "tape gates", SeqShape(c, c.G * H), write, false);
+  t.gates = Ptr<T>(tp["gates"], "tape gates", SeqShape(c, c.G * H), write, false);
   Shape hs = SeqShape(c, H);
-  if (c.cell.kind == CellKind::kSkip) hs.Prepend(c.cell.n_delays);
-  t.hprev = Ptr<T>(tp[1], "tape hprev", hs, write, false);
-  if (c.cell.kind == CellKind::kLstm) t.c = Ptr<T>(tp[2], "tape c", SeqShape(c, H), write, false);
-  if (c.cell.kind == CellKind::kGru) t.extra = Ptr<T>(tp[3], "tape extra", SeqShape(c, H), write, false);
+  if (RecWeightOf(c.cell) == RecWeight::kPerDelay) hs.Prepend(c.cell.n_delays);
+  t.hprev = Ptr<T>(tp["hprev"], "tape hprev", hs, write, false);
+  if (c.cell.kind == CellKind::kLstm) t.c = Ptr<T>(tp["c"], "tape c", SeqShape(c, H), write, false);
+  if (c.cell.kind == CellKind::kGru) t.extra = Ptr<T>(tp["extra"], "tape extra", SeqShape(c, H), write, false);
   return t;
 }
 
-// forward(spec, x, weights, h0, c0, lengths, y, hn, cn, tape)
+// forward(spec, x, weights, h0, c0, lengths, y, hn, cn, tape, threads, step0)
 template <typename T>
-void Forward(const py::tuple& spec, const py::array& x, const py::tuple& weights,
-             const py::object& h0, const py::object& c0, const py::object& lengths,
-             const py::object& y, const py::object& hn, const py::object& cn,
-             const py::object& tape) {
-  Common c;
-  MakeCommon(spec, x, &c);
+void Forward(const Spec& spec, const py::array& x, const py::object& weights, const py::object& h0,
+             const py::object& c0, const py::object& lengths, const py::object& y, const py::object& hn,
+             const py::object& cn, const py::object& tape, const py::object& threads, const py::object& step0) {
+  const Common c = MakeCommon(spec, x, threads, step0);
   const int64_t H = c.pb.H;
   const bool lstm = c.cell.kind == CellKind::kLstm;
   std::vector<T*> wd;
@@ -318,16 +418,14 @@ void Forward(const py::tuple& spec, const py::array& x, const py::tuple& weights
 }
 
 // backward(spec, x, weights, h0, c0, lengths, tape, dy, dhn, dcn, dx, dx_accumulate,
-//          dh0, dc0, grads, dh_seq=None)
+//          dh0, dc0, grads, dh_seq, threads, step0)
 template <typename T>
-void Backward(const py::tuple& spec, const py::array& x, const py::tuple& weights,
-              const py::object& h0, const py::object& c0, const py::object& lengths,
-              const py::object& tape, const py::object& dy, const py::object& dhn,
-              const py::object& dcn, const py::object& dx, bool dx_accumulate,
-              const py::object& dh0, const py::object& dc0, const py::tuple& grads,
-              const py::object& dh_seq) {
-  Common c;
-  MakeCommon(spec, x, &c);
+void Backward(const Spec& spec, const py::array& x, const py::object& weights, const py::object& h0,
+              const py::object& c0, const py::object& lengths, const py::object& tape, const py::object& dy,
+              const py::object& dhn, const py::object& dcn, const py::object& dx, const py::object& dx_accumulate,
+              const py::object& dh0, const py::object& dc0, const py::object& grads, const py::object& dh_seq,
+              const py::object& threads, const py::object& step0) {
+  const Common c = MakeCommon(spec, x, threads, step0);
   const int64_t H = c.pb.H, I = c.pb.I;
   const bool lstm = c.cell.kind == CellKind::kLstm;
   std::vector<T*> wd, gd;
@@ -346,7 +444,7 @@ void Backward(const py::tuple& spec, const py::array& x, const py::tuple& weight
   a.dhn = Ptr<T>(dhn, "dhn", StateShape(c), false);
   a.dcn = lstm ? Ptr<T>(dcn, "dcn", StateShape(c), false) : nullptr;
   a.dx = SeqOf<T>(Ptr<T>(dx, "dx", SeqShape(c, I), true), I, c);
-  a.dx_accumulate = dx_accumulate;
+  a.dx_accumulate = Scalar<bool>(dx_accumulate, "dx_accumulate");
   a.dh0 = Ptr<T>(dh0, "dh0", StateShape(c), true);
   a.dc0 = lstm ? Ptr<T>(dc0, "dc0", StateShape(c), true) : nullptr;
   a.g = GetGrads<T>(c, a.w, grads, &gd);
@@ -366,10 +464,15 @@ void Backward(const py::tuple& spec, const py::array& x, const py::tuple& weight
         add(o);
       }
     };
-    for (size_t i = 0; i < weights.size(); ++i) collect(weights[i], &ins);
+    auto collect_dict = [&](const py::handle& o, std::vector<std::pair<const char*, const char*>>* v) {
+      if (PyDict_Check(o.ptr()))
+        for (auto kv : py::reinterpret_borrow<py::dict>(o)) collect(kv.second, v);
+    };
+    collect_dict(weights, &ins);
+    collect_dict(tape, &ins);
     collect(x, &ins);
-    for (const py::object* o : {&dy, &h0, &c0, &dhn, &dcn, &tape, &lengths}) collect(*o, &ins);
-    for (size_t i = 0; i < grads.size(); ++i) collect(grads[i], &outs);
+    for (const py::object* o : {&dy, &h0, &c0, &dhn, &dcn, &lengths}) collect(*o, &ins);
+    collect_dict(grads, &outs);
     for (const py::object* o : {&dx, &dh0, &dc0, &dh_seq}) collect(*o, &outs);
     for (size_t i = 0; i < outs.size(); ++i)  // nor each other
       for (size_t j = 0; j < i; ++j)
@@ -398,15 +501,18 @@ void Backward(const py::tuple& spec, const py::array& x, const py::tuple& weight
 template <typename T>
 class Prepared {
  public:
-  Prepared(const py::tuple& spec, int input_size, const py::tuple& weights, const py::list& names,
+  Prepared(const py::object& spec, int input_size, const py::object& weights, const py::list& names,
            const py::list& arrays)
-      : weights_(weights) {
-    ParseSpec(spec, &c_);
+      : spec_(spec) {
+    if (!py::isinstance<Spec>(spec)) throw py::type_error("spec must be a CellSpec, got " + TypeName(spec));
+    c_ = spec.cast<const Spec&>().Parsed();  // cell points into spec_'s lists
     if (c_.D != 1) throw py::value_error("prepared calls take one direction");
     if (input_size < 1) throw py::value_error("input_size must be >= 1");
     if (names.size() != arrays.size()) throw py::value_error("names and arrays differ in length");
     c_.pb.I = input_size;
-    w_ = GetWeights<T>(c_, weights_, &wd_);
+    w_ = GetWeights<T>(c_, weights, &wd_);
+    for (auto kv : py::reinterpret_borrow<py::dict>(weights))  // the arrays, held alive
+      held_.append(py::isinstance<py::list>(kv.second) ? py::object(py::tuple(py::reinterpret_borrow<py::object>(kv.second))) : py::reinterpret_borrow<py::object>(kv.second));
     for (size_t i = 0; i < names.size(); ++i) {
       if (!py::isinstance<py::str>(names[i])) throw py::type_error("names must be strings");
       bound_.emplace_back(names[i], arrays[i]);
@@ -493,7 +599,7 @@ class Prepared {
   }
   // The shape of a state entry: (1, B, H), or skip's history (1, max_delay, B, H).
   std::vector<py::ssize_t> StateDims(int64_t B) const {
-    if (c_.cell.kind == CellKind::kSkip) return {1, c_.maxd, B, c_.pb.H};
+    if (RecWeightOf(c_.cell) == RecWeight::kPerDelay) return {1, c_.maxd, B, c_.pb.H};
     return {1, B, c_.pb.H};
   }
   // A state entry: a C-contiguous T array of StateDims(B), else null.
@@ -508,7 +614,8 @@ class Prepared {
   }
 
   Common c_;
-  py::tuple weights_;  // holds the weight arrays alive
+  py::object spec_;  // the CellSpec c_ was parsed from
+  py::list held_;    // the weight arrays w_ points into
   Weights<T> w_;
   std::vector<T*> wd_;
   std::vector<std::pair<py::object, py::object>> bound_;  // parameter name -> array checked
@@ -517,7 +624,7 @@ class Prepared {
 template <typename T>
 void BindPrepared(py::module_& m, const char* name) {
   py::class_<Prepared<T>>(m, name)
-      .def(py::init<const py::tuple&, int, const py::tuple&, const py::list&, const py::list&>(),
+      .def(py::init<const py::object&, int, const py::object&, const py::list&, const py::list&>(),
            py::arg("spec"), py::arg("input_size"), py::arg("weights"), py::arg("names"), py::arg("arrays"))
       .def("__call__", &Prepared<T>::Call, py::arg("x"), py::arg("state"), py::arg("params"),
            py::arg("threads"))
@@ -558,11 +665,36 @@ void GemmPy(bool ta, bool tb, double alpha, const py::array& a, const py::array&
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "rnncore's C++ core: fused recurrent kernels (private; use the rnncore package).";
+  {
+    py::enum_<CellKind> kinds(m, "CellKind", "The cell kinds of the kernels (api.hpp).");
+#define RNNCORE_KIND_EXPORT(e, name, gates, rec, type) kinds.value(#name, CellKind::e);
+    RNNCORE_CELL_KINDS(RNNCORE_KIND_EXPORT)
+#undef RNNCORE_KIND_EXPORT
+  }
+  py::class_<Spec>(m, "CellSpec", "One direction of one layer: its cell and layout, checked when made.")
+      .def(py::init<const py::object&, const py::object&, const py::object&, const py::object&, const py::object&,
+                    const py::object&, const py::object&, const py::object&, const py::object&, const py::object&,
+                    const py::object&>(),
+           py::arg("kind"), py::arg("hidden"), py::kw_only(), py::arg("num_dirs") = 1, py::arg("dir") = 0,
+           py::arg("reverse") = false, py::arg("batch_first") = false, py::arg("peephole") = false,
+           py::arg("reset_after") = true, py::arg("relu") = false, py::arg("delays") = py::list(),
+           py::arg("periods") = py::list())
+      .def("fields", &Spec::Fields, "The constructor's arguments, as a dict.")
+      .def("__repr__", [](const Spec& s) {
+        std::string out = "CellSpec(";
+        bool first = true;
+        for (auto kv : s.Fields()) {
+          out += (first ? "" : ", ") + std::string(py::str(kv.first)) + "=" + std::string(py::repr(kv.second));
+          first = false;
+        }
+        return out + ")";
+      })
+      .def(py::pickle([](const Spec& s) { return s.Fields(); }, [](const py::dict& d) { return SpecFrom(d); }));
   for (const char* name : {"forward_f32", "forward_f64"}) {
     const bool f32 = std::string(name) == "forward_f32";
     auto args = std::make_tuple(py::arg("spec"), py::arg("x"), py::arg("weights"), py::arg("h0"),
                                 py::arg("c0"), py::arg("lengths"), py::arg("y"), py::arg("hn"),
-                                py::arg("cn"), py::arg("tape"));
+                                py::arg("cn"), py::arg("tape"), py::arg("threads") = 1, py::arg("step0") = 0);
     if (f32) std::apply([&](auto... a) { m.def(name, &Forward<float>, a...); }, args);
     else std::apply([&](auto... a) { m.def(name, &Forward<double>, a...); }, args);
   }
@@ -572,7 +704,7 @@ PYBIND11_MODULE(_core, m) {
                                 py::arg("c0"), py::arg("lengths"), py::arg("tape"), py::arg("dy"),
                                 py::arg("dhn"), py::arg("dcn"), py::arg("dx"), py::arg("dx_accumulate"),
                                 py::arg("dh0"), py::arg("dc0"), py::arg("grads"),
-                                py::arg("dh_seq") = py::none());
+                                py::arg("dh_seq") = py::none(), py::arg("threads") = 1, py::arg("step0") = 0);
     if (f32) std::apply([&](auto... a) { m.def(name, &Backward<float>, a...); }, args);
     else std::apply([&](auto... a) { m.def(name, &Backward<double>, a...); }, args);
   }
@@ -647,12 +779,6 @@ PYBIND11_MODULE(_core, m) {
   });
   m.def("gemm_choices", &GemmChoices);
   m.def("clear_gemm_choices", &ClearGemmChoices);
-  {
-    py::enum_<CellKind> kinds(m, "CellKind", "The cell kinds of the kernels (api.hpp).");
-#define RNNCORE_KIND_EXPORT(e, name, gates) kinds.value(#name, CellKind::e);
-    RNNCORE_CELL_KINDS(RNNCORE_KIND_EXPORT)
-#undef RNNCORE_KIND_EXPORT
-  }
   m.attr("MAX_DELAY") = py::int_(kMaxDelay);
   m.attr("MAX_STEP") = py::int_(kMaxStep);
   m.attr("compiler") = py::str(

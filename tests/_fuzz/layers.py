@@ -657,11 +657,12 @@ EXPLICIT["model"]["gru"] += [_model_case("gru", **{"break": "callbacks", "how": 
                              _model_case("gru", **{"break": "seed", "how": -1})]
 # skip: a delay of 2**31 - 1 with no state given (the core sizes the history itself)
 EXPLICIT["binding"]["skip"] = [
-    _binding_case("skip", "minimal", "forward", (0, 9), {"set": [1, 2 ** 31 - 1]}),
-    _binding_case("skip", "minimal", "backward", (0, 9), {"set": [1, 2 ** 31 - 1]}),
+    _binding_case("skip", "minimal", "forward", ("spec", "delays"), {"set": [1, 2 ** 31 - 1]}),
+    _binding_case("skip", "minimal", "backward", ("spec", "delays"), {"set": [1, 2 ** 31 - 1]}),
 ]
 # an output aliasing an input: refused, or the answer of the non-aliased call
-EXPLICIT["binding"]["gru"] = [_binding_case("gru", "full", "backward", (14, 0), {"alias": [2, 0]})]
-EXPLICIT["binding"]["lstm"] = [_binding_case("lstm", "full", "forward", (6,), {"alias": [1]}),
-                               _binding_case("lstm", "full", "backward", (10,), {"alias": [7]})]
+EXPLICIT["binding"]["gru"] = [_binding_case("gru", "full", "backward", ("grads", "weight_ih"),
+                                             {"alias": ["weights", "weight_ih"]})]
+EXPLICIT["binding"]["lstm"] = [_binding_case("lstm", "full", "forward", ("y",), {"alias": ["x"]}),
+                               _binding_case("lstm", "full", "backward", ("dx",), {"alias": ["dy"]})]
 

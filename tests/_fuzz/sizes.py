@@ -8,7 +8,7 @@ import numpy as np
 from _numeric import deep_copy as _deep_copy
 from _numeric import replace_path as _replace
 
-from .bindings import B_T, _outputs, capture_binding_call
+from .bindings import B_T, _outputs, call, capture_binding_call
 from .common import _COUNTS, _case, _eq, _fail
 
 # ---------------------------------------------------------------------------
@@ -72,16 +72,13 @@ def _skip_long_delay(entry, args, delays, sfx):
     from rnncore import _core
     fn = getattr(_core, f"{entry}_f{sfx}")
 
-    def call(ds):
-        a = _deep_copy(args)
-        spec = list(a[0])
-        spec[9] = ds
-        a = _replace(a, (0,), tuple(spec))
-        fn(*a)
+    def run(ds):
+        a = _replace(_deep_copy(args), ("spec", "delays"), ds)
+        call(fn, a)
         return _outputs(a, entry)
 
-    got = call(delays)
-    want = call([d if d <= B_T else B_T + 1 for d in delays])
+    got = run(delays)
+    want = run([d if d <= B_T else B_T + 1 for d in delays])
     for p, v in want.items():
         _eq(got[p], v, f"_core.{entry}_f{sfx}(skip, delays={delays}): output arg{list(p)} differs "
                        f"from the same call with the long delay cut to T + 1")

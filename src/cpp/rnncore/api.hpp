@@ -10,22 +10,29 @@
 namespace rnncore {
 
 // The cell kinds, one line each: X(enumerator, name in Python, gates per
-// unit). The enum, its numbers, the bindings' export (_core.CellKind) and
-// NumGates all come from this list; the Python layers take the numbers from
-// _core, and driver.hpp's WithCell maps a kind to its cell type.
-#define RNNCORE_CELL_KINDS(X) \
-  X(kLstm, lstm, 4)           \
-  X(kGru, gru, 3)             \
-  X(kRnnTanh, rnn_tanh, 1)    \
-  X(kRnnRelu, rnn_relu, 1)    \
-  X(kLeaky, leaky, 1)         \
-  X(kSkip, skip, 1)           \
-  X(kClockwork, clockwork, 1)
+// unit, shape of weight_hh, cell type). The enum, its numbers, the bindings'
+// export (_core.CellKind), NumGates, RecWeightOf and driver.hpp's map from a
+// kind to its cell type (WithCell) all come from this list; the Python layers
+// take the kinds from _core. The cell type is a template over the element
+// type, defined at the end of the cell's own file (cells/*.hpp); a cell with
+// variants (gru's reset_after) picks one in its With.
+#define RNNCORE_CELL_KINDS(X)                       \
+  X(kLstm, lstm, 4, kMatrix, LstmCell)              \
+  X(kGru, gru, 3, kMatrix, GruCell)                 \
+  X(kRnnTanh, rnn_tanh, 1, kMatrix, RnnTanhCell)    \
+  X(kRnnRelu, rnn_relu, 1, kMatrix, RnnReluCell)    \
+  X(kLeaky, leaky, 1, kMatrix, LeakyCell)           \
+  X(kSkip, skip, 1, kPerDelay, SkipCell)            \
+  X(kClockwork, clockwork, 1, kMatrix, ClockCell)
 
-#define RNNCORE_KIND_ENUMERATOR(e, name, gates) e,
+// The shape of a cell's weight_hh: [G*H, H], a vector [G*H] (each unit
+// recurs only on itself), or one [H, H] per delay (skip).
+enum class RecWeight : int { kMatrix, kVector, kPerDelay };
+
+#define RNNCORE_KIND_ENUMERATOR(e, name, gates, rec, type) e,
 enum class CellKind : int { RNNCORE_CELL_KINDS(RNNCORE_KIND_ENUMERATOR) };
 #undef RNNCORE_KIND_ENUMERATOR
-#define RNNCORE_KIND_COUNT(e, name, gates) +1
+#define RNNCORE_KIND_COUNT(e, name, gates, rec, type) +1
 constexpr int kNumCellKinds = 0 RNNCORE_CELL_KINDS(RNNCORE_KIND_COUNT);
 #undef RNNCORE_KIND_COUNT
 
@@ -45,6 +52,7 @@ struct CellSpec {
   const int32_t* periods = nullptr; // clockwork: increasing periods of equal unit groups
   int n_periods = 0;
   int64_t step0 = 0;                // clockwork: steps seen before this call
+  bool relu = false;                // a cell with a choice of nonlinearity: relu (else tanh)
 };
 
 // Skip: the state is the last MaxDelay hidden vectors.
@@ -52,6 +60,9 @@ int MaxDelay(const CellSpec& cell);
 
 // Gates per hidden unit in W_ih / W_hh.
 int NumGates(const CellSpec& cell);
+
+// The shape of the cell's weight_hh.
+RecWeight RecWeightOf(const CellSpec& cell);
 
 // A sequence of rows: row (t, b) starts at p + (t*st + b*sb)*ld and holds the
 // row's values contiguously. Time-major: st = B, sb = 1; batch-first: st = 1, sb = T.
@@ -72,7 +83,7 @@ struct Problem {
 template <typename T>
 struct Weights {
   const T* w_ih = nullptr;  // [G*H, I]
-  const T* w_hh = nullptr;  // [G*H, H]
+  const T* w_hh = nullptr;  // [G*H, H], or [G*H] (RecWeight::kVector)
   const T* b_ih = nullptr;  // [G*H] or null (bias=False)
   const T* b_hh = nullptr;  // [G*H] or null
   const T* w_ch = nullptr;  // [3, H] lstm peepholes (w_i, w_f, w_o) or null

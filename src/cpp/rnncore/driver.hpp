@@ -1133,20 +1133,16 @@ void BackwardCell(const BwdArgs<T>& a) {
     for (int j = 0; j < H; ++j) a.g.alpha[j] += c.dalpha[j];
 }
 
-// The cell type of a kind (api.hpp's CellKind): the one place that maps a
-// kind to its code. f gets a value of the type (an empty struct).
+// The cell type of a kind, from api.hpp's list: f gets a value of the type
+// (an empty struct); a cell with variants picks one in its With.
 template <typename T, class F>
 void WithCell(const CellSpec& cell, F&& f) {
   switch (cell.kind) {
-    case CellKind::kLstm: return f(LstmCell<T>{});
-    case CellKind::kGru:
-      if (cell.reset_after) return f(GruCell<T>{});
-      return f(GruV1Cell<T>{});
-    case CellKind::kRnnTanh: return f(RnnCell<T, false>{});
-    case CellKind::kRnnRelu: return f(RnnCell<T, true>{});
-    case CellKind::kLeaky: return f(LeakyCell<T>{});
-    case CellKind::kSkip: return f(SkipCell<T>{});
-    case CellKind::kClockwork: return f(ClockCell<T>{});
+#define RNNCORE_KIND_CELL(e, name, gates, rec, type) \
+  case CellKind::e:                                  \
+    return type<T>::With(cell, f);
+    RNNCORE_CELL_KINDS(RNNCORE_KIND_CELL)
+#undef RNNCORE_KIND_CELL
   }
 }
 

@@ -17,7 +17,10 @@ from .torch_interop import to_torch
 
 __all__ = ["LSTM", "GRU", "RNN", "LeakyRNN", "SkipRNN", "ClockworkRNN", "Tape"]
 
-_KIND = {name: int(kind) for name, kind in _core.CellKind.__members__.items()}  # numbered in api.hpp
+_KIND = _core.CellKind  # the kinds of api.hpp's list
+# roles of _param_shapes -> the names the bindings take weights and grads by
+_KERNEL_NAMES = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh",
+                 "w_ch": "weight_ch", "alpha": "alpha"}
 
 
 def _radius(m) -> float:
@@ -138,7 +141,7 @@ class _Recurrent(Module):
             out[role] = a
         return out
 
-    def _param_tuple(self, k: int, d: int) -> tuple:
+    def _kernel_weights(self, k: int, d: int) -> tuple:
         """The kernels' weight tuple of layer k, direction d. Validated once
         and reused while ``params`` holds the very same (contiguous) arrays: a
         replaced array is checked again; an in-place change needs no check."""
@@ -154,24 +157,23 @@ class _Recurrent(Module):
                 return tup
         w = self._weights(k, d, params, "params")
         names = [name for name, _ in self._param_shapes(k, d).values()]
-        tup = self._wtuple(w)
+        tup = self._kernel_dict(w)
         if all(params[n] is w[r] for r, (n, _) in self._param_shapes(k, d).items()):
             cache[(k, d)] = (names, [params[n] for n in names], tup)
         else:  # a contiguous copy was made: check again next time
             cache.pop((k, d), None)
         return tup
 
-    def _cell_args(self) -> tuple:
-        """(kind, peephole, reset_after) for the kernels."""
+    def _cell_spec(self) -> dict:
+        """The cell's part of the kernels' CellSpec: kind and the cell's options."""
         raise NotImplementedError
 
     _delays: tuple = ()
     _periods: tuple = ()
 
-    @staticmethod
-    def _wtuple(w: dict) -> tuple:
-        """The kernels' weights: (w_ih, w_hh or per-delay list, b_ih, b_hh, w_ch, alpha)."""
-        return (w["w_ih"], w["w_hh"], w.get("b_ih"), w.get("b_hh"), w.get("w_ch"), w.get("alpha"))
+    def _kernel_dict(self, w: dict) -> dict:
+        """The kernels' weights by name (roles of _param_shapes -> the bindings' names)."""
+        return {_KERNEL_NAMES[r]: a for r, a in w.items()}
 
     def get_config(self) -> dict:
         """Constructor arguments (JSON-able); parameters are saved separately."""
@@ -314,27 +316,27 @@ class _Recurrent(Module):
         """
         return self._run(x, state, lengths, train=True)
 
-    def _spec(self, d: int, threads: int, step0: int) -> tuple:
-        parts = self.__dict__.get("_spec_parts")
-        if parts is None:
-            kind, peephole, reset_after = self._cell_args()
-            parts = [((kind, peephole, reset_after, dd == 1, self.batch_first),
-                      (self.num_directions, dd, self.hidden_size, list(self._delays),
-                       list(self._periods))) for dd in range(self.num_directions)]
-            self._spec_parts = parts
-        head, tail = parts[d]
-        return head + (threads,) + tail + (step0,)
+    def _spec(self, d: int):
+        """The kernels' CellSpec of direction d, made (and checked) once."""
+        specs = self.__dict__.get("_specs")
+        if specs is None:
+            specs = [_core.CellSpec(hidden=self.hidden_size, num_dirs=self.num_directions, dir=dd,
+                                    reverse=dd == 1, batch_first=self.batch_first, **self._cell_spec())
+                     for dd in range(self.num_directions)]
+            self._specs = specs
+        return specs[d]
 
-    def _tape_arrays(self, T, B) -> tuple:
+    def _tape_arrays(self, T, B) -> dict:
         H, G = self.hidden_size, self._gates
-        kind = self._cell_args()[0]
         hshape = self._seq_shape(T, B, H)
         if self._delays:
             hshape = (len(self._delays),) + hshape
-        return (np.empty(self._seq_shape(T, B, G * H), self.dtype),
-                np.empty(hshape, self.dtype),
-                np.empty(self._seq_shape(T, B, H), self.dtype) if self._has_cell else None,
-                np.empty(self._seq_shape(T, B, H), self.dtype) if kind == _KIND["gru"] else None)
+        tape = {"gates": np.empty(self._seq_shape(T, B, G * H), self.dtype), "hprev": np.empty(hshape, self.dtype)}
+        if self._has_cell:
+            tape["c"] = np.empty(self._seq_shape(T, B, H), self.dtype)
+        if self._cell_spec()["kind"] == _KIND.gru:
+            tape["extra"] = np.empty(self._seq_shape(T, B, H), self.dtype)
+        return tape
 
     _plan = None  # the prepared inference call, see _prepare
 
@@ -345,13 +347,13 @@ class _Recurrent(Module):
         self._plan = None
         if self.num_layers != 1 or self.num_directions != 1:
             return
-        self._param_tuple(0, 0)  # checks the weights, caches them if they can be
+        self._kernel_weights(0, 0)  # checks the weights, caches them if they can be
         hit = self.__dict__.get("_wcache", {}).get((0, 0))
         if hit is None:
             return
         names, arrays, tup = hit
         make = _core.Prepared_f32 if self.dtype == np.float32 else _core.Prepared_f64
-        self._plan = make(self._spec(0, 1, 0), self.input_size, tup, list(names), list(arrays))
+        self._plan = make(self._spec(0), self.input_size, tup, list(names), list(arrays))
         self._plan_weights = tup
 
     def _run(self, x, state, lengths, train):
@@ -359,7 +361,7 @@ class _Recurrent(Module):
         h0, c0, step0 = self._check_state(state, B)
         L, D, H = self.num_layers, self.num_directions, self.hidden_size
         if not train and L == 1 and D == 1 and \
-                (self._plan is None or self.__dict__.get("_plan_weights") is not self._param_tuple(0, 0)):
+                (self._plan is None or self.__dict__.get("_plan_weights") is not self._kernel_weights(0, 0)):
             self._prepare()
         fwd = _core.forward_f32 if self.dtype == np.float32 else _core.forward_f64
         threads = get_num_threads()
@@ -376,9 +378,9 @@ class _Recurrent(Module):
                 i = k * D + d
                 rec = self._tape_arrays(T, B) if train else None
                 recs.append(rec)
-                fwd(self._spec(d, threads, step0), inp, self._param_tuple(k, d),
-                    None if h0 is None else h0[i], None if c0 is None else c0[i], lens,
-                    y, hn[i], None if cn is None else cn[i], rec)
+                fwd(spec=self._spec(d), x=inp, weights=self._kernel_weights(k, d),
+                    h0=None if h0 is None else h0[i], c0=None if c0 is None else c0[i], lengths=lens,
+                    y=y, hn=hn[i], cn=None if cn is None else cn[i], tape=rec, threads=threads, step0=step0)
             if train:
                 tape.inputs.append(inp)
                 tape.records.append(recs)
@@ -442,11 +444,12 @@ class _Recurrent(Module):
             for d in range(D):
                 g = self._weights(k, d, self.grads, "grads")
                 i = k * D + d
-                bwd(self._spec(d, threads, tape.step0), inp, self._param_tuple(k, d),
-                    None if tape.h0 is None else tape.h0[i], None if tape.c0 is None else tape.c0[i],
-                    tape.lengths, tape.records[k][d], grad,
-                    None if dhn is None else dhn[i], None if dcn is None else dcn[i],
-                    dx, d == 1, dh0[i], None if dc0 is None else dc0[i], self._wtuple(g), dh_k)
+                bwd(spec=self._spec(d), x=inp, weights=self._kernel_weights(k, d),
+                    h0=None if tape.h0 is None else tape.h0[i], c0=None if tape.c0 is None else tape.c0[i],
+                    lengths=tape.lengths, tape=tape.records[k][d], dy=grad,
+                    dhn=None if dhn is None else dhn[i], dcn=None if dcn is None else dcn[i],
+                    dx=dx, dx_accumulate=d == 1, dh0=dh0[i], dc0=None if dc0 is None else dc0[i],
+                    grads=self._kernel_dict(g), dh_seq=dh_k, threads=threads, step0=tape.step0)
             if k > 0:
                 mask = tape.masks[k - 1]
                 grad = dx if mask is None else dx * mask
@@ -491,8 +494,8 @@ class LSTM(_Recurrent):
             out["w_ch"] = (f"weight_ch{self._suffix(k, d)}", (3, self.hidden_size))
         return out
 
-    def _cell_args(self):
-        return _KIND["lstm"], self.peephole, True
+    def _cell_spec(self):
+        return {"kind": _KIND.lstm, "peephole": self.peephole}
 
     def _extra_repr(self):
         return ", peephole=True" if self.peephole else ""
@@ -524,8 +527,8 @@ class GRU(_Recurrent):
                          batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
                          dtype=dtype, seed=seed)
 
-    def _cell_args(self):
-        return _KIND["gru"], False, self.reset_after
+    def _cell_spec(self):
+        return {"kind": _KIND.gru, "reset_after": self.reset_after}
 
     def _extra_repr(self):
         return "" if self.reset_after else ", reset_after=False"
@@ -550,8 +553,8 @@ class RNN(_Recurrent):
                          batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
                          dtype=dtype, seed=seed)
 
-    def _cell_args(self):
-        return _KIND["rnn_" + self.nonlinearity], False, True
+    def _cell_spec(self):
+        return {"kind": _KIND.rnn_relu if self.nonlinearity == "relu" else _KIND.rnn_tanh}
 
     def _extra_repr(self):
         return f", nonlinearity={self.nonlinearity!r}"
@@ -629,8 +632,8 @@ class LeakyRNN(_Recurrent):
             for d in range(self.num_directions):
                 self.params[f"alpha{self._suffix(k, d)}"] = self._alpha0.copy()
 
-    def _cell_args(self):
-        return _KIND["leaky"], False, True
+    def _cell_spec(self):
+        return {"kind": _KIND.leaky}
 
     def frozen_params(self):
         if self.learn_alpha:
@@ -700,9 +703,10 @@ class SkipRNN(_Recurrent):
             out["b_hh"] = (f"bias_hh{s}", (H,))
         return out
 
-    def _wtuple(self, w):
-        mats = [w[f"w_hh:{dl}"] for dl in self.delays]
-        return (w["w_ih"], mats, w.get("b_ih"), w.get("b_hh"), None, None)
+    def _kernel_dict(self, w):
+        out = {"weight_ih": w["w_ih"], "weight_hh": [w[f"w_hh:{dl}"] for dl in self.delays]}
+        out.update({_KERNEL_NAMES[r]: w[r] for r in ("b_ih", "b_hh") if r in w})
+        return out
 
     def _state_shape(self, B):
         return (self.num_layers * self.num_directions, self.max_delay, B, self.hidden_size)
@@ -710,8 +714,8 @@ class SkipRNN(_Recurrent):
     def _state_letters(self):
         return ("L*D", "max_delay", "B", "H")
 
-    def _cell_args(self):
-        return _KIND["skip"], False, True
+    def _cell_spec(self):
+        return {"kind": _KIND.skip, "delays": list(self.delays)}
 
     def _extra_repr(self):
         return f", delays={self.delays}"
@@ -789,8 +793,8 @@ class ClockworkRNN(_Recurrent):
     def _pack_state(self, h, c, step):
         return (h, int(step))
 
-    def _cell_args(self):
-        return _KIND["clockwork"], False, True
+    def _cell_spec(self):
+        return {"kind": _KIND.clockwork, "periods": list(self.periods)}
 
     def _extra_repr(self):
         return f", periods={self.periods}"

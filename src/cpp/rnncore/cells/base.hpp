@@ -2,7 +2,7 @@
 // defaults most cells share. A cell C derives from CellBase<C, T> and hides
 // what it does differently; the driver calls C::... and never asks which
 // cell it runs. Each cell's type sits at the end of its own file, after its
-// step functions; dispatch.hpp's kinds map to the types in CellForward.
+// step functions; api.hpp's list of kinds names the types (driver.hpp's WithCell).
 
 // The call's buffers a cell may claim (packed weights, state, scratch).
 template <typename T>
@@ -23,6 +23,11 @@ struct StepTeam {
 
 template <class C, typename T>
 struct CellBase {
+  // The type the call runs: this one; a cell with variants hides With and
+  // calls f with the variant the spec asks for.
+  template <class F>
+  static void With(const CellSpec&, F&& f) { f(C{}); }
+
   // Gates per unit (rows of W_ih and W_hh: kGates * H).
   static constexpr int kGates = 1;
   // May a short call read W_hh row by row (DirectProd) instead of repacking it?

@@ -248,8 +248,16 @@ void GruV1BwdReset(BwdCtx<T>& c, int s, int b0, int b1) {
 // The cell types (cells/base.hpp): reset_after (b_hn inside r * (.)) and
 // Cho et al.'s W_hn (r * h), whose step is two phases with a barrier between.
 template <typename T>
+struct GruV1Cell;
+
+template <typename T>
 struct GruCell : CellBase<GruCell<T>, T> {
   static constexpr int kGates = 3;
+  template <class F>
+  static void With(const CellSpec& cell, F&& f) {
+    if (cell.reset_after) f(GruCell{});
+    else f(GruV1Cell<T>{});
+  }
   static constexpr bool kDirect = true;
   static constexpr bool kFusedProj = false;  // the n gate's input part stays apart
   static bool HiddenBias(const CellSpec&, int64_t m, int H) { return m >= 2 * static_cast<int64_t>(H); }

@@ -80,3 +80,7 @@ struct RnnCell : CellBase<RnnCell<T, kRelu>, T> {
   }
   static void BwdStep(BwdCtx<T>& c, int s, const StepTeam& t) { RnnBwdStep<T, kRelu>(c, s, t.b0, t.b1); }
 };
+template <typename T>
+using RnnTanhCell = RnnCell<T, false>;
+template <typename T>
+using RnnReluCell = RnnCell<T, true>;

@@ -9,13 +9,24 @@ namespace rnncore {
 
 int NumGates(const CellSpec& cell) {
   switch (cell.kind) {
-#define RNNCORE_KIND_GATES(e, name, gates) \
-  case CellKind::e:                        \
+#define RNNCORE_KIND_GATES(e, name, gates, rec, type) \
+  case CellKind::e:                                   \
     return gates;
     RNNCORE_CELL_KINDS(RNNCORE_KIND_GATES)
 #undef RNNCORE_KIND_GATES
   }
   return 1;
+}
+
+RecWeight RecWeightOf(const CellSpec& cell) {
+  switch (cell.kind) {
+#define RNNCORE_KIND_REC(e, name, gates, rec, type) \
+  case CellKind::e:                                 \
+    return RecWeight::rec;
+    RNNCORE_CELL_KINDS(RNNCORE_KIND_REC)
+#undef RNNCORE_KIND_REC
+  }
+  return RecWeight::kMatrix;
 }
 
 int MaxDelay(const CellSpec& cell) {
