@@ -23,7 +23,8 @@ namespace rnncore {
   X(kRnnRelu, rnn_relu, 1, kMatrix, RnnReluCell)    \
   X(kLeaky, leaky, 1, kMatrix, LeakyCell)           \
   X(kSkip, skip, 1, kPerDelay, SkipCell)            \
-  X(kClockwork, clockwork, 1, kMatrix, ClockCell)
+  X(kClockwork, clockwork, 1, kMatrix, ClockCell)   \
+  /* one line a kind, each ending in a backslash */
 
 // The shape of a cell's weight_hh: [G*H, H], a vector [G*H] (each unit
 // recurs only on itself), or one [H, H] per delay (skip).

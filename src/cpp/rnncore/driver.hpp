@@ -981,7 +981,7 @@ void ForwardCell(const FwdArgs<T>& a) {
   FwdBufs<T> bufs;
   T* scratch = direct ? DirectScratch<T>(n_gates + n_bias + n_rec + n_state, &scratch_own)
                       : scratch_own.Alloc(n_gates + n_bias + n_rec + n_state);
-  FwdCtx<T> c{};
+  typename C::FwdContext c{};
   c.direct = direct;
   c.paired = C::Paired(a.cell, direct);
   c.a = &a;
@@ -1043,8 +1043,7 @@ void ForwardCell(const FwdArgs<T>& a) {
   // The working state (h by step parity and c, or the cell's own).
   C::InitState(c, a, bufs, scratch + n_gates + n_bias + n_rec);
 
-  const int64_t work = BH * rec_mats * H;
-  const int nt = c.direct ? 1 : ChooseTeam(pb.threads, nblk, work);
+  const int nt = c.direct ? 1 : ChooseTeam(pb.threads, nblk, C::StepWork(a.cell, pb));
   RunTeam(nt, [&](int tid, int nteam) {
     StepTeam team;
     team.tid = tid;
@@ -1056,7 +1055,7 @@ void ForwardCell(const FwdArgs<T>& a) {
       T* hc = c.hb[(s + 1) & 1];
       if (c.direct) DirectProd(a.w.w_hh, static_cast<int>(GH), H, hp, B, c.rec);
       C::FwdStep(c, s, team, hp, hc);
-      Barrier(nteam);
+      if constexpr (!C::kUnitsApart) Barrier(nteam);
     }
   });
   C::FinalState(c, a);
@@ -1077,7 +1076,7 @@ void BackwardCell(const BwdArgs<T>& a) {
   const int64_t pblock = static_cast<int64_t>(nblk) * H * W;
 
   BwdBufs<T> bufs;
-  BwdCtx<T> c{};
+  typename C::BwdContext c{};
   c.a = &a;
   c.H = H;
   c.B = B;
@@ -1105,8 +1104,7 @@ void BackwardCell(const BwdArgs<T>& a) {
   C::BwdInitState(c, a);
   if (a.dcn) std::memcpy(c.dc, a.dcn, sizeof(T) * BH);
 
-  const int64_t work = BH * C::RecMats(a.cell) * H;
-  const int nt = ChooseTeam(pb.threads, nblk, work);
+  const int nt = ChooseTeam(pb.threads, nblk, C::StepWork(a.cell, pb));
   RunTeam(nt, [&](int tid, int nteam) {
     StepTeam team;
     team.tid = tid;
@@ -1115,7 +1113,7 @@ void BackwardCell(const BwdArgs<T>& a) {
     C::PackBwdOwn(c, a, bufs, pblock, team);  // read by this thread only (its unit blocks)
     for (int s = Tn - 1; s >= 0; --s) {
       C::BwdStep(c, s, team);
-      Barrier(nteam);
+      if constexpr (!C::kUnitsApart) Barrier(nteam);
     }
     C::FinishDh0Team(c, team);  // the gradient of the initial state
   });

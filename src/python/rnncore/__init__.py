@@ -13,14 +13,15 @@ except ImportError as e:  # pragma: no cover - shown only on a broken install
 
 from .runtime import (available_isas, get_isa, get_num_threads, runtime_info,
                       set_num_threads, show_runtime, tuning_info)
-from .layers import GRU, LSTM, RNN, ClockworkRNN, LeakyRNN, SkipRNN
+from .layers import *  # noqa: F403 - every recurrent layer (layers.__all__)
+from .layers import __all__ as _layer_names
 from .modules import Dropout, Linear
 from .model import History, NonFiniteError, Sequential
 from . import callbacks, diagnostics, losses, optim
 from .io import from_torch, load, load_checkpoint
 
 __all__ = [
-    "LSTM", "GRU", "RNN", "LeakyRNN", "SkipRNN", "ClockworkRNN",
+    *_layer_names,
     "Linear", "Dropout", "Sequential", "History", "NonFiniteError",
     "losses", "optim", "callbacks", "diagnostics", "load", "load_checkpoint", "from_torch",
     "set_num_threads", "get_num_threads", "show_runtime", "runtime_info", "tuning_info",

@@ -19,6 +19,8 @@ import time
 
 import numpy as np
 
+from .module import registered
+
 __all__ = ["adding_problem", "main"]
 
 
@@ -37,16 +39,14 @@ def adding_problem(n: int, steps: int, rng: np.random.Generator, dtype=np.float3
 
 
 def _cells(hidden: int):
-    from . import GRU, LSTM, RNN, ClockworkRNN, LeakyRNN, SkipRNN
-    return [
-        ("Elman (tanh)", lambda s: RNN(2, hidden, seed=s)),
-        ("leaky, tau 1..100", lambda s: LeakyRNN(2, hidden, timescales=(1, 100), seed=s)),
-        ("skip, delays (1, 10)", lambda s: SkipRNN(2, hidden, delays=(1, 10), seed=s)),
-        ("clockwork, 1..32", lambda s: ClockworkRNN(2, hidden, periods=(1, 2, 4, 8, 16, 32)
-                                                    if hidden % 6 == 0 else (1, 2, 4, 8), seed=s)),
-        ("GRU", lambda s: GRU(2, hidden, seed=s)),
-        ("LSTM", lambda s: LSTM(2, hidden, seed=s)),
-    ]
+    """(label, make(seed)) of every run the registered layers ask for, in their order."""
+    runs = []
+    for cls in registered().values():
+        if "_demo_runs" not in vars(cls):  # a class's own runs, not its base's
+            continue
+        for order, label, kw in cls._demo_runs(hidden):
+            runs.append((order, label, lambda s, cls=cls, kw=kw: cls(2, hidden, seed=s, **kw)))
+    return [(label, make) for _, label, make in sorted(runs, key=lambda r: r[0])]
 
 
 def train_cell(make, *, steps=100, hidden=64, n_train=10000, n_test=1000, epochs=20,

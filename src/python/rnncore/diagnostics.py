@@ -324,6 +324,9 @@ def timescales(layer) -> dict:
       1 / (1 - sigma(b_ih + b_hh)) of that gate: how long the unit keeps a
       value when nothing drives the gate (at PyTorch's initialisation about 2).
 
+    * A layer not listed here says what it reports in its class docstring
+      (each class gives its own entries: ``_timescale_info``).
+
     A Sequential gives ``{"{index}:{Class}": timescales(layer)}`` for each of
     its recurrent layers.
     """

@@ -15,7 +15,8 @@ from .module import Module
 from .runtime import get_num_threads
 from .torch_interop import to_torch
 
-__all__ = ["LSTM", "GRU", "RNN", "LeakyRNN", "SkipRNN", "ClockworkRNN", "Tape"]
+# the recurrent layers, which the package exports (rnncore/__init__.py)
+__all__ = ["LSTM", "GRU", "RNN", "LeakyRNN", "SkipRNN", "ClockworkRNN"]
 
 _KIND = _core.CellKind  # the kinds of api.hpp's list
 # roles of _param_shapes -> the names the bindings take weights and grads by
@@ -198,6 +199,12 @@ class _Recurrent(Module):
         for what each cell reports)."""
         return {self._suffix(k, d)[1:]: self._timescale_info(self._suffix(k, d))
                 for k in range(self.num_layers) for d in range(self.num_directions)}
+
+    @classmethod
+    def _demo_runs(cls, hidden: int) -> list:
+        """The demo's runs of this class (python -m rnncore demo): (order,
+        label, constructor keywords) each; the demo reads them from the registry."""
+        return []
 
     def _timescale_info(self, s: str) -> dict:
         """The entries of :meth:`timescales` for the weights of suffix s."""
@@ -503,6 +510,10 @@ class LSTM(_Recurrent):
     def _extra_config(self):
         return {"peephole": self.peephole}
 
+    @classmethod
+    def _demo_runs(cls, hidden):
+        return [(60, "LSTM", {})]
+
     def _timescale_info(self, s):
         return self._gate_info(s, "ifgo", "f")
 
@@ -536,6 +547,10 @@ class GRU(_Recurrent):
     def _extra_config(self):
         return {"reset_after": self.reset_after}
 
+    @classmethod
+    def _demo_runs(cls, hidden):
+        return [(50, "GRU", {})]
+
     def _timescale_info(self, s):
         return self._gate_info(s, "rzn", "z")
 
@@ -555,6 +570,10 @@ class RNN(_Recurrent):
 
     def _cell_spec(self):
         return {"kind": _KIND.rnn_relu if self.nonlinearity == "relu" else _KIND.rnn_tanh}
+
+    @classmethod
+    def _demo_runs(cls, hidden):
+        return [(10, "Elman (tanh)", {})]
 
     def _extra_repr(self):
         return f", nonlinearity={self.nonlinearity!r}"
@@ -645,6 +664,10 @@ class LeakyRNN(_Recurrent):
             if name.startswith("alpha_"):
                 np.clip(a, 0.0, self._ALPHA_MAX, out=a)
 
+    @classmethod
+    def _demo_runs(cls, hidden):
+        return [(20, "leaky, tau 1..100", {"timescales": (1, 100)})]
+
     def _extra_repr(self):
         return f", learn_alpha={self.learn_alpha}"
 
@@ -716,6 +739,10 @@ class SkipRNN(_Recurrent):
 
     def _cell_spec(self):
         return {"kind": _KIND.skip, "delays": list(self.delays)}
+
+    @classmethod
+    def _demo_runs(cls, hidden):
+        return [(30, "skip, delays (1, 10)", {"delays": (1, 10)})]
 
     def _extra_repr(self):
         return f", delays={self.delays}"
@@ -795,6 +822,10 @@ class ClockworkRNN(_Recurrent):
 
     def _cell_spec(self):
         return {"kind": _KIND.clockwork, "periods": list(self.periods)}
+
+    @classmethod
+    def _demo_runs(cls, hidden):
+        return [(40, "clockwork, 1..32", {"periods": (1, 2, 4, 8, 16, 32) if hidden % 6 == 0 else (1, 2, 4, 8)})]
 
     def _extra_repr(self):
         return f", periods={self.periods}"

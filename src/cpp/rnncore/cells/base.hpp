@@ -34,9 +34,20 @@ struct CellBase {
   static constexpr bool kDirect = false;
   // May the steps make x_t W_ih^T themselves (FusedProj)?
   static constexpr bool kFusedProj = true;
+  // Does a unit's step read only its own units of h_{t-1} (and the backward
+  // only its own units' carried gradients)? Then a thread's unit blocks run
+  // the whole sequence without waiting for the others: no barrier a step.
+  static constexpr bool kUnitsApart = false;
+  // The driver's context of a call, which a cell may extend with its own fields.
+  using FwdContext = FwdCtx<T>;
+  using BwdContext = BwdCtx<T>;
 
   // The H x H recurrent matrices a step reads.
   static int RecMats(const CellSpec&) { return C::kGates; }
+  // Multiply-adds of one step (B rows), which size the team (ChooseTeam).
+  static int64_t StepWork(const CellSpec& cell, const Problem& pb) {
+    return static_cast<int64_t>(pb.B) * pb.H * C::RecMats(cell) * pb.H;
+  }
   // One-gate cells work on block pairs of W_hh (PackPairs) unless direct.
   static bool Paired(const CellSpec&, bool direct) { return !direct && C::kGates == 1; }
   // Whether bias m (of G*H) stays inside the step instead of joining the
