@@ -24,6 +24,8 @@ GATED = [
     ("skip_1_3", "skip", {"delays": (1, 3)}, "SkipRNN", {"delays": (1, 3)}),
     ("skip_2", "skip", {"delays": (2,)}, "SkipRNN", {"delays": (2,)}),
     ("clockwork", "clockwork", {"periods": (1, 2, 4)}, "ClockworkRNN", {"periods": (1, 2, 4)}),
+    ("indrnn_relu", "indrnn", {"nonlinearity": "relu"}, "IndRNN", {"nonlinearity": "relu"}),
+    ("indrnn_tanh", "indrnn", {"nonlinearity": "tanh"}, "IndRNN", {"nonlinearity": "tanh"}),
 ]
 CELL_IDS = [c[0] for c in GATED]
 CELLS = {c[0]: c for c in GATED}

@@ -779,7 +779,7 @@ def _numpy_forward(layer, x):
     with np.errstate(all="ignore"):
         for t in range(steps):
             a = x[t] @ w.T + bi
-            r = h @ u.T + bh
+            r = (h * u if isinstance(layer, rc.IndRNN) else h @ u.T) + bh
             if isinstance(layer, rc.LSTM):
                 i, f, g, o = np.split(a + r, 4, axis=1)
                 c = _sig(f) * c + _sig(i) * np.tanh(g)
@@ -802,8 +802,8 @@ def _numpy_forward(layer, x):
 
 
 NAN_CELLS = [(rc.LSTM, {}), (rc.GRU, {}), (rc.GRU, {"reset_after": False}), (rc.RNN, {}),
-             (rc.RNN, {"nonlinearity": "relu"})]
-NAN_IDS = ["LSTM", "GRU", "GRU-v1", "RNN-tanh", "RNN-relu"]
+             (rc.RNN, {"nonlinearity": "relu"}), (rc.IndRNN, {}), (rc.IndRNN, {"nonlinearity": "tanh"})]
+NAN_IDS = ["LSTM", "GRU", "GRU-v1", "RNN-tanh", "RNN-relu", "IndRNN-relu", "IndRNN-tanh"]
 
 
 @pytest.fixture(params=rc.available_isas())

@@ -69,7 +69,7 @@ def test_no_function_local_imports_of_the_package(name):
 def test_registry_holds_every_public_module_class():
     reg = registered()
     public = {n for n in rc.__all__ if isinstance(getattr(rc, n), type) and issubclass(getattr(rc, n), Module)}
-    assert public == {"LSTM", "GRU", "RNN", "LeakyRNN", "SkipRNN", "ClockworkRNN", "Linear", "Dropout",
+    assert public == {"LSTM", "GRU", "RNN", "LeakyRNN", "SkipRNN", "ClockworkRNN", "IndRNN", "Linear", "Dropout",
                       "Sequential"}
     for n in public:
         assert reg[n] is getattr(rc, n)

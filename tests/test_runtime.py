@@ -58,7 +58,7 @@ def test_demo_command_line_prints_the_table():
                           "--epochs", "1", "--train", "200", "--quiet", "--plot", ""],
                          capture_output=True, text=True, check=True, timeout=300)
     assert "test MSE" in out.stdout
-    for name in ("Elman", "leaky", "skip", "clockwork", "GRU", "LSTM"):
+    for name in ("Elman", "leaky", "skip", "clockwork", "IndRNN", "GRU", "LSTM"):
         assert name in out.stdout
 
 

@@ -70,6 +70,7 @@ CELLS = [
     ("leaky", rc.LeakyRNN, {"timescales": (1.0, 30.0)}),
     ("skip", rc.SkipRNN, {"delays": (1, 3)}),
     ("clockwork", rc.ClockworkRNN, {"periods": (1, 2, 4, 8)}),
+    ("indrnn", rc.IndRNN, {}),
 ]
 
 

@@ -31,7 +31,8 @@ from .common import (
 CELLS = {"lstm": ("LSTM", "lstm"), "lstm_peephole": ("LSTM", "lstm"), "gru": ("GRU", "gru"),
          "gru_v1": ("GRU", "gru"), "rnn_tanh": ("RNN", "rnn_tanh"), "rnn_relu": ("RNN", "rnn_relu"),
          "leaky": ("LeakyRNN", "leaky"), "skip": ("SkipRNN", "skip"),
-         "clockwork": ("ClockworkRNN", "clockwork")}
+         "clockwork": ("ClockworkRNN", "clockwork"), "indrnn_relu": ("IndRNN", "indrnn"),
+         "indrnn_tanh": ("IndRNN", "indrnn")}
 
 # Steps of a clockwork state: ordinary ones, and ones at the end of int64
 # where step0 + t no longer fits (a correct answer, or an error, is expected).
@@ -129,6 +130,8 @@ def _make_layer(c):
         kw["delays"] = tuple(c["delays"])
     elif c["cell"] == "clockwork":
         kw["periods"] = tuple(c["periods"])
+    elif c["cell"].startswith("indrnn"):
+        kw["nonlinearity"] = c["cell"][len("indrnn_"):]
     elif c["cell"] == "leaky":
         kw = {"alpha0": {"alpha": 0.0}, "alpha": {"alpha": 0.7},
               "timescales": {"timescales": (1.0, 20.0)},
@@ -149,6 +152,8 @@ def _ref_kw(c):
         return cell, {"delays": tuple(c["delays"])}
     if cell == "clockwork":
         return cell, {"periods": tuple(c["periods"])}
+    if cell == "indrnn":
+        return cell, {"nonlinearity": c["cell"][len("indrnn_"):]}
     return cell, {}
 
 

@@ -24,6 +24,7 @@ namespace rnncore {
   X(kLeaky, leaky, 1, kMatrix, LeakyCell)           \
   X(kSkip, skip, 1, kPerDelay, SkipCell)            \
   X(kClockwork, clockwork, 1, kMatrix, ClockCell)   \
+  X(kIndRnn, indrnn, 1, kVector, IndRnnCell)        \
   /* one line a kind, each ending in a backslash */
 
 // The shape of a cell's weight_hh: [G*H, H], a vector [G*H] (each unit

@@ -949,6 +949,7 @@ void BigGemm(bool ta, int m, int n, int k, const T* a, int lda, const T* b, int 
 #include "rnncore/cells/leaky.hpp"
 #include "rnncore/cells/skip.hpp"
 #include "rnncore/cells/clockwork.hpp"
+#include "rnncore/cells/indrnn.hpp"
 
 // One forward pass of one direction of one layer, for cell type C: the
 // input projection, the weights packed once, the time loop over a team of

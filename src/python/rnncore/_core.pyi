@@ -16,6 +16,7 @@ class CellKind(enum.IntEnum):
     leaky = 4
     skip = 5
     clockwork = 6
+    indrnn = 7
 
 class CellSpec:
     """One direction of one layer: its cell and layout, checked when made."""

@@ -16,7 +16,7 @@ from .runtime import get_num_threads
 from .torch_interop import to_torch
 
 # the recurrent layers, which the package exports (rnncore/__init__.py)
-__all__ = ["LSTM", "GRU", "RNN", "LeakyRNN", "SkipRNN", "ClockworkRNN"]
+__all__ = ["LSTM", "GRU", "RNN", "LeakyRNN", "SkipRNN", "ClockworkRNN", "IndRNN"]
 
 _KIND = _core.CellKind  # the kinds of api.hpp's list
 # roles of _param_shapes -> the names the bindings take weights and grads by
@@ -839,3 +839,80 @@ class ClockworkRNN(_Recurrent):
         info["unit_periods"] = np.repeat(np.asarray(self.periods), self.hidden_size // len(self.periods))
         return info
 
+
+class IndRNN(_Recurrent):
+    """Independently recurrent layer (Li et al. 2018):
+    ``h_t = phi(W_ih x_t + b_ih + w_hh * h_{t-1} + b_hh)``, ``phi`` relu (the
+    paper's) or tanh, ``weight_hh_l{k}`` an (H,) vector: each unit recurs only
+    on itself, so how long it remembers is set by its own ``|w_hh|``.
+
+    ``weight_hh`` starts uniform in [0, 1], as in the paper.
+    ``recurrent_max`` (a positive float, or None for no limit) keeps
+    ``|weight_hh| <= recurrent_max`` at initialisation and after every
+    optimizer update; the paper takes ``2 ** (1 / T)`` for sequences of T
+    steps, so that no unit grows by more than 2 over the sequence.
+    ``timescales()`` reports per unit ``recurrent_abs = |w_hh|`` and
+    ``tau = -1 / ln|w_hh|`` (a unit's decay time in the linear regime; inf for
+    ``|w_hh| >= 1``), and the largest ``|w_hh|`` as the spectral radius.
+    State: h (L*D, B, H).
+    """
+
+    def __init__(self, input_size, hidden_size, *, num_layers=1, bias=True, batch_first=False,
+                 dropout=0.0, bidirectional=False, dtype=np.float32, seed=None, nonlinearity="relu",
+                 recurrent_max=None):
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
+        if recurrent_max is not None:
+            if isinstance(recurrent_max, bool) or not isinstance(recurrent_max, (int, float, np.integer,
+                                                                                 np.floating)):
+                raise TypeError(f"recurrent_max must be a positive float or None, "
+                                f"got {type(recurrent_max).__name__}")
+            if not (np.isfinite(recurrent_max) and recurrent_max > 0):
+                raise ValueError(f"recurrent_max must be a positive finite float, got {recurrent_max}")
+            recurrent_max = float(recurrent_max)
+        self.nonlinearity = nonlinearity
+        self.recurrent_max = recurrent_max
+        super().__init__(input_size, hidden_size, num_layers=num_layers, bias=bias,
+                         batch_first=batch_first, dropout=dropout, bidirectional=bidirectional,
+                         dtype=dtype, seed=seed)
+
+    def _param_shapes(self, k, d):
+        out = super()._param_shapes(k, d)
+        out["w_hh"] = (f"weight_hh{self._suffix(k, d)}", (self.hidden_size,))
+        return out
+
+    def _init_params(self):
+        super()._init_params()
+        for k in range(self.num_layers):
+            for d in range(self.num_directions):
+                name = f"weight_hh{self._suffix(k, d)}"
+                self.params[name] = self._rng.uniform(0.0, 1.0, size=self.hidden_size).astype(self.dtype)
+        self.project_params()
+
+    def project_params(self):
+        if self.recurrent_max is None:
+            return
+        m = self.recurrent_max
+        for name, a in self.params.items():
+            if name.startswith("weight_hh"):
+                np.clip(a, -m, m, out=a)
+
+    def _cell_spec(self):
+        return {"kind": _KIND.indrnn, "relu": self.nonlinearity == "relu"}
+
+    @classmethod
+    def _demo_runs(cls, hidden):
+        return [(45, "IndRNN (relu)", {"recurrent_max": 2 ** (1 / 100)})]
+
+    def _extra_repr(self):
+        rm = "" if self.recurrent_max is None else f", recurrent_max={self.recurrent_max}"
+        return f", nonlinearity={self.nonlinearity!r}{rm}"
+
+    def _extra_config(self):
+        return {"nonlinearity": self.nonlinearity, "recurrent_max": self.recurrent_max}
+
+    def _timescale_info(self, s):
+        u = np.abs(np.asarray(self.params[f"weight_hh{s}"], np.float64))
+        with np.errstate(divide="ignore"):
+            tau = np.where(u < 1.0, -1.0 / np.log(np.where(u < 1.0, u, 0.5)), np.inf)
+        return {"spectral_radius": {"weight_hh": float(u.max())}, "recurrent_abs": u, "tau": tau}

@@ -119,8 +119,8 @@ struct CellBase {
   static void OwnBwd(const BwdCtx<T>& c, const BwdArgs<T>&, StepTeam& t) {
     OwnPairs(c.nblk, t.tid, t.nteam, &t.b0, &t.b1);
   }
-  static void PackBwdOwn(const BwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t pblock,
-                         const StepTeam& t) {
+  template <class Ctx>  // the cell's own context (BwdContext), passed on to its PackBwdRec
+  static void PackBwdOwn(const Ctx& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t pblock, const StepTeam& t) {
     C::PackBwdRec(c, a, bf, pblock, t.b0, t.b1);
   }
   // The carried dh from the final state's gradient, and dh0 at the end.
