@@ -361,18 +361,11 @@ struct FwdCtx {
   Seq<T> gates;            // [N, GH] rows as x: projected inputs, then activations
   Seq<T> hprev, c, extra;  // tape rows (p null for inference)
   const T* bias_x;         // [GH] added to every gate pre-activation
-  const T* bias_h;         // [GH] gru reset_after: b_hn inside r*(.)
-  const T* wp;             // packed W_hh (all gates, or gru v1's r, z)
-  const T* wp2;            // gru v1: packed W_hn
+  const T* bias_h;         // [GH] biases kept inside the step (HiddenBias: gru's b_hn)
+  const T* wp;             // packed W_hh (all gates, or what the cell packs)
   T* hb[2];                // [B, H] h_{t-1} / h_t by step parity
-  T* cb;                   // [B, H] lstm cell state
-  T* rhb;                  // [B, H] gru v1: r * h_{t-1}
+  T* cb;                   // [B, H] cell state (c0 -> cn: lstm)
   int nblk;                // unit blocks
-  T* ring;                 // skip: ring_slots x [B, H] past states
-  int ring_slots;
-  T* pend;                 // skip: the batched delays' products, d x [B, H] each (SkipBatched)
-  int64_t hprev_stride;    // skip: elements between the delays' hprev tapes
-  int gs;                  // clockwork: units per group
   bool direct;             // short call: no repack, W_hh read row by row
   bool paired;             // one-gate cell: W_hh packed in block pairs (PackPairs)
   const T* wpx;            // packed W_ih when the steps make x_t W_ih^T (FusedProj), else null
@@ -471,19 +464,14 @@ struct BwdCtx {
   int H, B;
   int64_t GH;
   Seq<const T> gates, hprev, c, extra;
-  Seq<T> dg;               // [N, GH] gate gradients feeding W_hh (and W_ih unless dnx)
-  Seq<T> dnx;              // gru reset_after: [N, H] dn_pre feeding W_ih
+  Seq<T> dg;               // [N, GH] gate gradients feeding W_hh (and W_ih, unless the cell keeps its own)
   const T* wpb;            // packed W_hh for dh_{t-1}
-  bool paired;             // wpb (and wpb2) packed in block pairs (PackBwdPairs)
+  bool paired;             // wpb packed in block pairs (PackBwdPairs)
   bool ask;                // tapes past L2: prefetch rows (AskBwd)
-  const T* wpb2;           // gru v1: packed W_hn for d(r*h)
   const T* zero;           // [GH] zeros: the product row of a finished batch row
   T* dh;                   // [B, H] carried dh not yet through W_hh
-  T* dc;                   // [B, H] lstm carried dc
-  T* dwch;                 // [3, H] lstm peephole gradient
-  T* dalpha;               // [H] leaky alpha gradient
+  T* dc;                   // [B, H] carried dc (dcn -> dc0: lstm)
   int nblk;
-  int gs;                  // clockwork: units per group
 };
 
 // The rows a backward tile's lanes use at step s, asked for before its
@@ -994,7 +982,6 @@ void ForwardCell(const FwdArgs<T>& a) {
   c.I = I;
   c.ask = AskTapes<T>(N * GH);
   c.hprev = TapeSeq<T>(a.tape.hprev, H, a.x);
-  c.hprev_stride = N * H;
   c.c = TapeSeq<T>(a.tape.c, H, a.x);
   c.extra = TapeSeq<T>(a.tape.extra, H, a.x);
   C::Setup(c, a);
@@ -1036,7 +1023,7 @@ void ForwardCell(const FwdArgs<T>& a) {
     for (int b = 0; b < B; ++b)
       for (int t = pb.lengths[b]; t < Tn; ++t) {
         ZeroRow(a.y.Row(t, b), H);
-        for (int q = 0; train && q < tapes; ++q) ZeroRow(c.hprev.Row(t, b) + q * c.hprev_stride, H);
+        for (int q = 0; train && q < tapes; ++q) ZeroRow(c.hprev.Row(t, b) + q * N * H, H);  // tapes N*H apart
         if (train && c.extra.p) ZeroRow(c.extra.Row(t, b), H);
       }
   }
@@ -1096,12 +1083,10 @@ void BackwardCell(const BwdArgs<T>& a) {
   // W_hh repacked for the backward product, each thread its own unit blocks
   C::ClaimBwd(c, a, bufs, pblock, zero_fill);
 
-  T* st = bufs.state.Alloc(2 * BH + GH + 4 * static_cast<int64_t>(H), true);
+  T* st = bufs.state.Alloc(2 * BH + GH, true);
   c.dh = st;
   c.dc = st + BH;
   c.zero = st + 2 * BH;
-  c.dwch = st + 2 * BH + GH;
-  c.dalpha = c.dwch + 3 * H;
   C::BwdInitState(c, a);
   if (a.dcn) std::memcpy(c.dc, a.dcn, sizeof(T) * BH);
 
@@ -1126,10 +1111,6 @@ void BackwardCell(const BwdArgs<T>& a) {
   C::InputGrads(c, a, bufs, st + 2 * BH);
   C::RecGrads(c, a);
   C::FinishGrads(c, a);
-  if (a.g.w_ch)
-    for (int64_t m = 0; m < 3 * static_cast<int64_t>(H); ++m) a.g.w_ch[m] += c.dwch[m];
-  if (a.g.alpha)
-    for (int j = 0; j < H; ++j) a.g.alpha[j] += c.dalpha[j];
 }
 
 // The cell type of a kind, from api.hpp's list: f gets a value of the type

@@ -4,15 +4,19 @@
 // cell it runs. Each cell's type sits at the end of its own file, after its
 // step functions; api.hpp's list of kinds names the types (driver.hpp's WithCell).
 
-// The call's buffers a cell may claim (packed weights, state, scratch).
+// The call's buffers a cell may claim: packed weights (pack, pack2), state,
+// and aux for whatever else its context points to (GRU v1's r * h, skip's
+// batched products, the per-unit gradients of LSTM's peepholes and leaky's
+// alpha). They live as long as the call. BwdBufs::dg holds the gate gradients
+// the driver claims.
 template <typename T>
 struct FwdBufs {
-  Buffer<T> pack, pack2, state, rh, pend;
+  Buffer<T> pack, pack2, state, aux;
 };
 
 template <typename T>
 struct BwdBufs {
-  Buffer<T> dg, dn, pack, pack2, state;
+  Buffer<T> dg, pack, pack2, state, aux;
 };
 
 // A thread's part of a team: its unit blocks [b0, b1), and a mode its cell

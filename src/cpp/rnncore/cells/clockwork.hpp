@@ -2,6 +2,16 @@
 // period T_i updates only at steps with (step0 + s) mod T_i == 0 and reads the
 // groups of period >= its own. Blocks whose groups all rest cost no product.
 
+// The contexts: the driver's and the units per group.
+template <typename T>
+struct ClockFwdCtx : FwdCtx<T> {
+  int gs;
+};
+template <typename T>
+struct ClockBwdCtx : BwdCtx<T> {
+  int gs;
+};
+
 inline bool ClockActive(const CellSpec& cell, int group, int s) {
   return (cell.step0 + s) % cell.periods[group] == 0;
 }
@@ -125,7 +135,7 @@ inline bool ClockBlockActive(const CellSpec& cell, int gs, int j0, int n, int s)
 // InputProj tiles all of them (a block that always updates gets the very
 // same sums).
 template <typename T>
-void ClockInputProj(const FwdCtx<T>& c, const T* pih, int I, int b0, int b1) {
+void ClockInputProj(const ClockFwdCtx<T>& c, const T* pih, int I, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   const int H = c.H, Tn = c.a->pb.T, B = c.B;
   const Seq<const T>& x = c.a->x;
@@ -175,7 +185,7 @@ void ClockInputProj(const FwdCtx<T>& c, const T* pih, int I, int b0, int b1) {
 }
 
 template <typename T>
-void ClockFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
+void ClockFwdStep(ClockFwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
   constexpr int W = Vec<T>::kW;
   using V = Vec<T>;
   const int H = c.H, gs = c.gs;
@@ -222,7 +232,7 @@ void ClockFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
 
 // dh_{s-1} (own units) += W_hh^T dpre_s over the groups updated at step s.
 template <typename T, int R>
-inline void ClockBackProd(const BwdCtx<T>& c, int s, int r0, int blk, Vec<T> (&acc)[R][1]) {
+inline void ClockBackProd(const ClockBwdCtx<T>& c, int s, int r0, int blk, Vec<T> (&acc)[R][1]) {
   constexpr int W = Vec<T>::kW;
   for (int r = 0; r < R; ++r) acc[r][0] = Zero<T>();
   if (s >= c.a->pb.T) return;
@@ -237,7 +247,7 @@ inline void ClockBackProd(const BwdCtx<T>& c, int s, int r0, int blk, Vec<T> (&a
 }
 
 template <typename T>
-void ClockBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
+void ClockBwdStep(ClockBwdCtx<T>& c, int s, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   using V = Vec<T>;
   const int H = c.H;
@@ -268,7 +278,7 @@ void ClockBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
 }
 
 template <typename T>
-void ClockFinishDh0(BwdCtx<T>& c, int b0, int b1) {
+void ClockFinishDh0(ClockBwdCtx<T>& c, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   for (int blk = b0; blk < b1; ++blk) {
     const int j0 = blk * W, nl = MinI(W, c.H - j0);
@@ -309,14 +319,16 @@ void ClockMaskPackedBwd(T* wp, int H, int gs, int blk0, int blk1) {  // [blk][m]
 // cost, and the input projection made by block.
 template <typename T>
 struct ClockCell : CellBase<ClockCell<T>, T> {
+  using FwdContext = ClockFwdCtx<T>;
+  using BwdContext = ClockBwdCtx<T>;
   static constexpr bool kFusedProj = false;
   static bool Paired(const CellSpec&, bool) { return false; }  // masks are per block
-  static void Setup(FwdCtx<T>& c, const FwdArgs<T>& a) { c.gs = c.H / a.cell.n_periods; }
-  static void PackRec(const FwdCtx<T>& c, const FwdArgs<T>& a, FwdBufs<T>& bf, int64_t, int b0, int b1) {
+  static void Setup(ClockFwdCtx<T>& c, const FwdArgs<T>& a) { c.gs = c.H / a.cell.n_periods; }
+  static void PackRec(const ClockFwdCtx<T>& c, const FwdArgs<T>& a, FwdBufs<T>& bf, int64_t, int b0, int b1) {
     PackFwd(a.w.w_hh, c.H, c.H, 0, 1, bf.pack.get(), b0, b1);
     ClockMaskPackedFwd(bf.pack.get(), c.H, c.gs, b0, b1);
   }
-  static void Own(const FwdCtx<T>& c, const FwdArgs<T>& a, StepTeam& t) {
+  static void Own(const ClockFwdCtx<T>& c, const FwdArgs<T>& a, StepTeam& t) {
     ClockOwnBlocks(a.cell, c.H, a.pb.I, c.gs, Vec<T>::kW, c.nblk, ClockPart::kSteps, t.tid, t.nteam, &t.b0, &t.b1);
     t.mode = ClockSharesGroups(c.gs, Vec<T>::kW, c.nblk, t.nteam);
   }
@@ -324,7 +336,7 @@ struct ClockCell : CellBase<ClockCell<T>, T> {
   // in how their work spreads over the blocks: in a team each is split by
   // its own, with barriers between (ClockOwnBlocks).
   template <class PackOwn>
-  static void Prologue(const FwdCtx<T>& c, const FwdArgs<T>& a, const T* packih, bool, PackOwn&& pack_own,
+  static void Prologue(const ClockFwdCtx<T>& c, const FwdArgs<T>& a, const T* packih, bool, PackOwn&& pack_own,
                        const StepTeam& t) {
     const bool by_block = !a.pb.reverse;  // ClockInputProj
     const int I = a.pb.I;
@@ -343,37 +355,37 @@ struct ClockCell : CellBase<ClockCell<T>, T> {
       else InputProj<T, 1>(c, packih, I, static_cast<int64_t>(a.pb.T) * a.pb.B, t.b0, t.b1);
     }
   }
-  static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T* hp, T* hc) {
+  static void FwdStep(ClockFwdCtx<T>& c, int s, const StepTeam& t, const T* hp, T* hc) {
     ClockForShares(t.mode != 0, c.gs, Vec<T>::kW, c.nblk, t.tid, t.nteam, t.b0, t.b1,
                    [&](int r0, int r1) { ClockFwdStep(c, s, r0, r1, hp, hc); });
   }
   static bool BwdPaired() { return false; }
-  static void SetupBwd(BwdCtx<T>& c, const BwdArgs<T>& a) { c.gs = c.H / a.cell.n_periods; }
-  static void PackBwdRec(const BwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t, int b0, int b1) {
+  static void SetupBwd(ClockBwdCtx<T>& c, const BwdArgs<T>& a) { c.gs = c.H / a.cell.n_periods; }
+  static void PackBwdRec(const ClockBwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t, int b0, int b1) {
     PackBwd(a.w.w_hh, c.H, 0, static_cast<int>(c.GH), bf.pack.get(), b0, b1);
     ClockMaskPackedBwd(bf.pack.get(), c.H, c.gs, b0, b1);
   }
-  static void OwnBwd(const BwdCtx<T>& c, const BwdArgs<T>& a, StepTeam& t) {
+  static void OwnBwd(const ClockBwdCtx<T>& c, const BwdArgs<T>& a, StepTeam& t) {
     ClockOwnBlocks(a.cell, c.H, a.pb.I, c.gs, Vec<T>::kW, c.nblk, ClockPart::kBackward, t.tid, t.nteam, &t.b0,
                    &t.b1);
     t.mode = ClockSharesGroups(c.gs, Vec<T>::kW, c.nblk, t.nteam);
   }
   template <class F>
-  static void ForShares(const BwdCtx<T>& c, const StepTeam& t, F&& f) {
+  static void ForShares(const ClockBwdCtx<T>& c, const StepTeam& t, F&& f) {
     ClockForShares(t.mode != 0, c.gs, Vec<T>::kW, c.nblk, t.tid, t.nteam, t.b0, t.b1, f);
   }
-  static void PackBwdOwn(const BwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t pblock,
+  static void PackBwdOwn(const ClockBwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t pblock,
                          const StepTeam& t) {
     ForShares(c, t, [&](int r0, int r1) { PackBwdRec(c, a, bf, pblock, r0, r1); });
   }
-  static void BwdStep(BwdCtx<T>& c, int s, const StepTeam& t) {
+  static void BwdStep(ClockBwdCtx<T>& c, int s, const StepTeam& t) {
     ForShares(c, t, [&](int r0, int r1) { ClockBwdStep(c, s, r0, r1); });
   }
-  static void FinishDh0Team(BwdCtx<T>& c, const StepTeam& t) {
+  static void FinishDh0Team(ClockBwdCtx<T>& c, const StepTeam& t) {
     ForShares(c, t, [&](int r0, int r1) { ClockFinishDh0(c, r0, r1); });
   }
   // the disallowed blocks get no gradient, so they stay zero
-  static void FinishGrads(const BwdCtx<T>& c, const BwdArgs<T>& a) {
+  static void FinishGrads(const ClockBwdCtx<T>& c, const BwdArgs<T>& a) {
     const int H = c.H;
     for (int j = 0; j < H; ++j)
       for (int k = 0; k < H; ++k)

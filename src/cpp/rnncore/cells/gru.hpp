@@ -4,6 +4,21 @@
 // before the n product, so that form costs a second barrier per step.
 // h_t = (1-z)*n + z*h_{t-1}.
 
+// The contexts: the driver's (FwdCtx, BwdCtx) and what the GRU adds.
+template <typename T>
+struct GruBwdCtx : BwdCtx<T> {
+  Seq<T> dnx;  // reset_after: [N, H] dn_pre feeding W_ih (dg's n columns hold r * dn_pre)
+};
+template <typename T>
+struct GruV1FwdCtx : FwdCtx<T> {
+  const T* wp2;  // packed W_hn (wp holds W_hr, W_hz)
+  T* rhb;        // [B, H] r * h_{t-1} of the step
+};
+template <typename T>
+struct GruV1BwdCtx : BwdCtx<T> {
+  const T* wpb2;  // packed W_hn for d(r * h_{t-1})
+};
+
 template <typename T>
 void GruFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
   constexpr int W = Vec<T>::kW;
@@ -50,7 +65,7 @@ void GruFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
 }
 
 template <typename T>
-void GruBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
+void GruBwdStep(GruBwdCtx<T>& c, int s, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   using V = Vec<T>;
   const int H = c.H, K = static_cast<int>(c.GH);
@@ -97,7 +112,7 @@ void GruBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
 
 // reset_after = false, phase 1: r, z and r*h_{t-1} for this thread's units.
 template <typename T>
-void GruV1FwdGates(FwdCtx<T>& c, int s, int b0, int b1, const T* hp) {
+void GruV1FwdGates(GruV1FwdCtx<T>& c, int s, int b0, int b1, const T* hp) {
   constexpr int W = Vec<T>::kW;
   using V = Vec<T>;
   const int H = c.H;
@@ -136,7 +151,7 @@ void GruV1FwdGates(FwdCtx<T>& c, int s, int b0, int b1, const T* hp) {
 
 // reset_after = false, phase 2: n from W_hn (r*h) of every unit, then h_t.
 template <typename T>
-void GruV1FwdOut(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
+void GruV1FwdOut(GruV1FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
   constexpr int W = Vec<T>::kW;
   using V = Vec<T>;
   const int H = c.H;
@@ -212,7 +227,7 @@ void GruV1BwdGates(BwdCtx<T>& c, int s, int b0, int b1) {
 
 // reset_after = false backward, phase 2: d(r*h) = W_hn^T dn_pre, then dr_pre.
 template <typename T>
-void GruV1BwdReset(BwdCtx<T>& c, int s, int b0, int b1) {
+void GruV1BwdReset(GruV1BwdCtx<T>& c, int s, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   using V = Vec<T>;
   const int H = c.H;
@@ -252,6 +267,7 @@ struct GruV1Cell;
 
 template <typename T>
 struct GruCell : CellBase<GruCell<T>, T> {
+  using BwdContext = GruBwdCtx<T>;
   static constexpr int kGates = 3;
   template <class F>
   static void With(const CellSpec& cell, F&& f) {
@@ -264,13 +280,13 @@ struct GruCell : CellBase<GruCell<T>, T> {
   static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T* hp, T* hc) {
     GruFwdStep(c, s, t.b0, t.b1, hp, hc);
   }
-  static void BwdStep(BwdCtx<T>& c, int s, const StepTeam& t) { GruBwdStep(c, s, t.b0, t.b1); }
+  static void BwdStep(BwdContext& c, int s, const StepTeam& t) { GruBwdStep(c, s, t.b0, t.b1); }
   // dn_pre, without r, feeds W_ih's n rows and b_in: its own [N, H] rows
-  static void ClaimBwd(BwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t pblock, bool zero_fill) {
+  static void ClaimBwd(BwdContext& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t pblock, bool zero_fill) {
     CellBase<GruCell<T>, T>::ClaimBwd(c, a, bf, pblock, zero_fill);
-    c.dnx = TapeSeq<T>(bf.dn.Alloc(static_cast<int64_t>(a.pb.T) * a.pb.B * c.H, zero_fill), c.H, a.x);
+    c.dnx = TapeSeq<T>(bf.aux.Alloc(static_cast<int64_t>(a.pb.T) * a.pb.B * c.H, zero_fill), c.H, a.x);
   }
-  static void InputGrads(BwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>&, T*) {
+  static void InputGrads(BwdContext& c, const BwdArgs<T>& a, BwdBufs<T>&, T*) {
     const Problem& pb = a.pb;
     const int H = c.H, I = pb.I, h2 = 2 * H, gh = static_cast<int>(c.GH);
     const int64_t N = static_cast<int64_t>(pb.T) * pb.B;
@@ -293,23 +309,25 @@ struct GruCell : CellBase<GruCell<T>, T> {
 
 template <typename T>
 struct GruV1Cell : CellBase<GruV1Cell<T>, T> {
+  using FwdContext = GruV1FwdCtx<T>;
+  using BwdContext = GruV1BwdCtx<T>;
   static constexpr int kGates = 3;
   static constexpr bool kFusedProj = false;
-  static void ClaimPacks(FwdCtx<T>& c, const FwdArgs<T>&, FwdBufs<T>& bf, int64_t pblock) {
+  static void ClaimPacks(FwdContext& c, const FwdArgs<T>&, FwdBufs<T>& bf, int64_t pblock) {
     c.wp = bf.pack.Alloc(2 * pblock);  // r, z
     c.wp2 = bf.pack2.Alloc(pblock);    // n, read after r * h is known
-    c.rhb = bf.rh.Alloc(static_cast<int64_t>(c.B) * c.H, true);
+    c.rhb = bf.aux.Alloc(static_cast<int64_t>(c.B) * c.H, true);
   }
   static void PackRec(const FwdCtx<T>& c, const FwdArgs<T>& a, FwdBufs<T>& bf, int64_t, int b0, int b1) {
     PackFwd(a.w.w_hh, c.H, c.H, 0, 2, bf.pack.get(), b0, b1);
     PackFwd(a.w.w_hh, c.H, c.H, 2, 1, bf.pack2.get(), b0, b1);
   }
-  static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T* hp, T* hc) {
+  static void FwdStep(FwdContext& c, int s, const StepTeam& t, const T* hp, T* hc) {
     GruV1FwdGates(c, s, t.b0, t.b1, hp);
     Barrier(t.nteam);
     GruV1FwdOut(c, s, t.b0, t.b1, hp, hc);
   }
-  static void ClaimBwd(BwdCtx<T>& c, const BwdArgs<T>&, BwdBufs<T>& bf, int64_t pblock, bool) {
+  static void ClaimBwd(BwdContext& c, const BwdArgs<T>&, BwdBufs<T>& bf, int64_t pblock, bool) {
     c.wpb = bf.pack.Alloc(2 * pblock);
     c.wpb2 = bf.pack2.Alloc(pblock);
   }
@@ -317,7 +335,7 @@ struct GruV1Cell : CellBase<GruV1Cell<T>, T> {
     PackBwdPairs(a.w.w_hh, c.H, 0, 2 * c.H, bf.pack.get(), b0, b1);
     PackBwdPairs(a.w.w_hh, c.H, 2 * c.H, c.H, bf.pack2.get(), b0, b1);
   }
-  static void BwdStep(BwdCtx<T>& c, int s, const StepTeam& t) {
+  static void BwdStep(BwdContext& c, int s, const StepTeam& t) {
     GruV1BwdGates(c, s, t.b0, t.b1);
     Barrier(t.nteam);
     GruV1BwdReset(c, s, t.b0, t.b1);

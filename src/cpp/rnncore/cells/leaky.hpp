@@ -44,8 +44,14 @@ void LeakyFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
   }, s & 1);
 }
 
+// The backward context: the driver's and alpha's gradient.
 template <typename T>
-void LeakyBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
+struct LeakyBwdCtx : BwdCtx<T> {
+  T* dalpha;  // [H], each lane written by the thread owning its block
+};
+
+template <typename T>
+void LeakyBwdStep(LeakyBwdCtx<T>& c, int s, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   using V = Vec<T>;
   const int H = c.H;
@@ -92,5 +98,13 @@ struct LeakyCell : CellBase<LeakyCell<T>, T> {
   static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T* hp, T* hc) {
     LeakyFwdStep(c, s, t.b0, t.b1, hp, hc);
   }
-  static void BwdStep(BwdCtx<T>& c, int s, const StepTeam& t) { LeakyBwdStep(c, s, t.b0, t.b1); }
+  using BwdContext = LeakyBwdCtx<T>;
+  static void ClaimBwd(BwdContext& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t pblock, bool zero_fill) {
+    CellBase<LeakyCell<T>, T>::ClaimBwd(c, a, bf, pblock, zero_fill);
+    c.dalpha = bf.aux.Alloc(c.H, true);
+  }
+  static void BwdStep(BwdContext& c, int s, const StepTeam& t) { LeakyBwdStep(c, s, t.b0, t.b1); }
+  static void FinishGrads(const BwdContext& c, const BwdArgs<T>& a) {
+    for (int j = 0; a.g.alpha && j < c.H; ++j) a.g.alpha[j] += c.dalpha[j];
+  }
 };

@@ -61,8 +61,14 @@ void LstmFwdStep(FwdCtx<T>& c, int s, int b0, int b1, const T* hp, T* hc) {
   }
 }
 
+// The backward context: the driver's and the peepholes' gradient.
 template <typename T>
-inline void LstmBwdLanes(BwdCtx<T>& c, int s, int b, int j0, int n, Vec<T> acc) {
+struct LstmBwdCtx : BwdCtx<T> {
+  T* dwch;  // [3, H], each lane written by the thread owning its block
+};
+
+template <typename T>
+inline void LstmBwdLanes(LstmBwdCtx<T>& c, int s, int b, int j0, int n, Vec<T> acc) {
   using V = Vec<T>;
   const Problem& pb = c.a->pb;
   const int H = c.H;
@@ -105,7 +111,7 @@ inline void LstmBwdLanes(BwdCtx<T>& c, int s, int b, int j0, int n, Vec<T> acc) 
 }
 
 template <typename T>
-void LstmBwdStep(BwdCtx<T>& c, int s, int b0, int b1) {
+void LstmBwdStep(LstmBwdCtx<T>& c, int s, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   const int H = c.H, K = static_cast<int>(c.GH);
   ForUnits<T>(c.paired, H, b0, b1, [&](int blk, auto pg_c) {  // a block or a pair
@@ -135,5 +141,14 @@ struct LstmCell : CellBase<LstmCell<T>, T> {
   static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T* hp, T* hc) {
     LstmFwdStep(c, s, t.b0, t.b1, hp, hc);
   }
-  static void BwdStep(BwdCtx<T>& c, int s, const StepTeam& t) { LstmBwdStep(c, s, t.b0, t.b1); }
+  using BwdContext = LstmBwdCtx<T>;
+  static void ClaimBwd(BwdContext& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t pblock, bool zero_fill) {
+    CellBase<LstmCell<T>, T>::ClaimBwd(c, a, bf, pblock, zero_fill);
+    c.dwch = bf.aux.Alloc(3 * static_cast<int64_t>(c.H), true);
+  }
+  static void BwdStep(BwdContext& c, int s, const StepTeam& t) { LstmBwdStep(c, s, t.b0, t.b1); }
+  static void FinishGrads(const BwdContext& c, const BwdArgs<T>& a) {
+    if (a.g.w_ch)
+      for (int64_t m = 0; m < 3 * static_cast<int64_t>(c.H); ++m) a.g.w_ch[m] += c.dwch[m];
+  }
 };

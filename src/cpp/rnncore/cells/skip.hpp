@@ -15,8 +15,17 @@ inline T* RingSlot(T* ring, int slots, int64_t BH, int s) {
 // a step); a larger batch reuses W_d across its rows already.
 inline bool SkipBatched(int d, int B) { return d >= 2 && static_cast<int64_t>(d) * B <= TileRows<2>(); }
 
+// The forward context: the driver's and the ring of past states.
 template <typename T>
-void SkipFwdStep(FwdCtx<T>& c, int s, int b0, int b1) {
+struct SkipFwdCtx : FwdCtx<T> {
+  T* ring;               // ring_slots x [B, H] past states
+  int ring_slots;
+  T* pend;               // the batched delays' products, d x [B, H] each (SkipBatched), or null
+  int64_t hprev_stride;  // elements between the delays' hprev tapes
+};
+
+template <typename T>
+void SkipFwdStep(SkipFwdCtx<T>& c, int s, int b0, int b1) {
   constexpr int W = Vec<T>::kW;
   using V = Vec<T>;
   const int H = c.H, nd = c.a->cell.n_delays;
@@ -213,6 +222,7 @@ void SkipFinishDh0(BwdCtx<T>& c, int b0, int b1) {
 // states for a state.
 template <typename T>
 struct SkipCell : CellBase<SkipCell<T>, T> {
+  using FwdContext = SkipFwdCtx<T>;
   static int RecMats(const CellSpec& cell) { return cell.n_delays; }
   static int HprevTapes(const CellSpec& cell) { return cell.n_delays; }
   static int64_t StateScratch(int64_t) { return 0; }
@@ -220,7 +230,10 @@ struct SkipCell : CellBase<SkipCell<T>, T> {
     for (int q = 0; q < a.cell.n_delays; ++q)
       PackPairs(a.w.w_hh_d[q], c.H, c.H, bf.pack.get() + q * pblock, b0, b1);
   }
-  static void InitState(FwdCtx<T>& c, const FwdArgs<T>& a, FwdBufs<T>& bf, T*) {
+  static void Setup(FwdContext& c, const FwdArgs<T>& a) {
+    c.hprev_stride = static_cast<int64_t>(a.pb.T) * a.pb.B * c.H;
+  }
+  static void InitState(FwdContext& c, const FwdArgs<T>& a, FwdBufs<T>& bf, T*) {
     const int64_t BH = static_cast<int64_t>(c.B) * c.H;
     const int maxd = MaxDelay(a.cell);
     c.ring_slots = maxd + 1;
@@ -228,7 +241,7 @@ struct SkipCell : CellBase<SkipCell<T>, T> {
     int64_t n_pend = 0;
     for (int q = 0; q < a.cell.n_delays; ++q)
       if (SkipBatched(a.cell.delays[q], c.B)) n_pend += a.cell.delays[q] * BH;
-    c.pend = n_pend ? bf.pend.Alloc(n_pend) : nullptr;
+    c.pend = n_pend ? bf.aux.Alloc(n_pend) : nullptr;
     if (a.h0)
       for (int i = 0; i < maxd; ++i)
         std::memcpy(RingSlot(c.ring, c.ring_slots, BH, i - maxd), a.h0 + i * BH, sizeof(T) * BH);
@@ -236,7 +249,7 @@ struct SkipCell : CellBase<SkipCell<T>, T> {
   static void FinalState(const FwdCtx<T>&, const FwdArgs<T>& a) {
     if (a.hn) SkipFinalState(a, MaxDelay(a.cell));
   }
-  static void FwdStep(FwdCtx<T>& c, int s, const StepTeam& t, const T*, T*) { SkipFwdStep(c, s, t.b0, t.b1); }
+  static void FwdStep(FwdContext& c, int s, const StepTeam& t, const T*, T*) { SkipFwdStep(c, s, t.b0, t.b1); }
   static void PackBwdRec(const BwdCtx<T>& c, const BwdArgs<T>& a, BwdBufs<T>& bf, int64_t pblock, int b0, int b1) {
     for (int q = 0; q < a.cell.n_delays; ++q)
       PackBwdPairs(a.w.w_hh_d[q], c.H, 0, c.H, bf.pack.get() + q * pblock, b0, b1);
