@@ -33,6 +33,15 @@ CELLS = {c[0]: c for c in GATED}
 TORCH_CELL_IDS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 
 
+def binding_arg_names(fn):
+    """The parameter names of a pybind11 function, in order, from its signature
+    line (layers.py passes the bindings' arguments in order; the tests that
+    replay its calls name them)."""
+    first = fn.__doc__.splitlines()[0]
+    inside = first[first.index("(") + 1:first.rindex(")")]
+    return [part.split(":")[0].strip() for part in inside.split(", ") if ":" in part]
+
+
 def random_lengths(T, B, rng):
     """(B,) int64 lengths in [1, T], the first row T long."""
     lens = rng.integers(1, T + 1, size=B)

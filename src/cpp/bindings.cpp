@@ -6,8 +6,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
+#include <cstring>
 #include <initializer_list>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -230,36 +233,75 @@ std::unique_ptr<Spec> SpecFrom(const py::dict& d) {
                                 get("delays"), get("periods"));
 }
 
+// The names a dict argument may hold, as interned Python strings made once
+// (under the GIL, at first use): a call looks its entries up without making
+// a string per name (which cost about 2 us a training call at T=1).
+class Keys {
+ public:
+  static constexpr size_t kMax = 8;
+  Keys(std::initializer_list<const char*> names) : names_(names) {
+    if (names_.size() > kMax) throw std::logic_error("Keys: more than kMax names");
+  }
+  size_t size() const { return names_.size(); }
+  const char* name(size_t i) const { return names_[i]; }
+  PyObject* str(size_t i) const {
+    if (strs_.empty())
+      for (const char* n : names_) {
+        PyObject* s = PyUnicode_InternFromString(n);  // kept for the life of the process
+        if (!s) throw py::error_already_set();
+        strs_.push_back(s);
+      }
+    return strs_[i];
+  }
+  std::string List() const {
+    std::string list;
+    for (const char* n : names_) list += std::string(list.empty() ? "" : ", ") + n;
+    return list;
+  }
+
+ private:
+  std::vector<const char*> names_;
+  mutable std::vector<PyObject*> strs_;
+};
+
 // The entries of a dict argument by name. A key the call does not know is
 // an error (a misspelt name must not be ignored); a missing key is None.
 class Named {
  public:
-  Named(const py::handle& o, const char* what, std::initializer_list<const char*> keys) {
+  Named(const py::handle& o, const char* what, const Keys& keys) : keys_(keys) {
     if (!PyDict_Check(o.ptr()))
       throw py::type_error(std::string(what) + " must be a dict {name: array}, got " + TypeName(o));
     d_ = py::reinterpret_borrow<py::dict>(o);
-    for (auto kv : d_) {
+    Py_ssize_t found = 0;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      PyObject* v = PyDict_GetItemWithError(d_.ptr(), keys.str(i));  // borrowed
+      if (!v && PyErr_Occurred()) throw py::error_already_set();
+      vals_[i] = v;
+      found += v != nullptr;
+    }
+    if (found == PyDict_Size(d_.ptr())) return;
+    for (auto kv : d_) {  // some entry is none of keys: name it
       bool known = false;
-      if (PyUnicode_Check(kv.first.ptr())) {
-        const std::string k = py::str(kv.first);
-        for (const char* want : keys) known = known || k == want;
-      }
-      if (!known) {
-        std::string list;
-        for (const char* want : keys) list += std::string(list.empty() ? "" : ", ") + want;
+      if (PyUnicode_Check(kv.first.ptr()))
+        for (size_t i = 0; i < keys.size(); ++i)
+          known = known || PyUnicode_CompareWithASCIIString(kv.first.ptr(), keys.name(i)) == 0;
+      if (!known)
         throw py::value_error(std::string(what) + " has an unknown entry " + std::string(py::repr(kv.first)) +
-                              " (its entries: " + list + ")");
-      }
+                              " (its entries: " + keys.List() + ")");
     }
   }
   py::object operator[](const char* key) const {
-    PyObject* v = PyDict_GetItemString(d_.ptr(), key);
-    return v ? py::reinterpret_borrow<py::object>(v) : py::none();
+    for (size_t i = 0; i < keys_.size(); ++i)
+      if (std::strcmp(keys_.name(i), key) == 0)
+        return vals_[i] ? py::reinterpret_borrow<py::object>(vals_[i]) : py::none();
+    throw std::logic_error(std::string("Named: no key ") + key);  // a name not in the call's Keys
   }
   const py::dict& dict() const { return d_; }
 
  private:
+  const Keys& keys_;
   py::dict d_;
+  std::array<PyObject*, Keys::kMax> vals_{};  // borrowed from d_, which holds them
 };
 
 // T, B, I from x, which must be 3-D and not too large.
@@ -326,8 +368,8 @@ std::vector<T*> DelayMats(const py::object& o, const Common& c, const char* name
 }
 
 // weights and grads: {"weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ch", "alpha"}
-constexpr std::initializer_list<const char*> kWeightKeys = {"weight_ih", "weight_hh", "bias_ih", "bias_hh",
-                                                            "weight_ch", "alpha"};
+const Keys kWeightKeys = {"weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_ch", "alpha"};
+const Keys kTapeKeys = {"gates", "hprev", "c", "extra"};
 
 // The recurrent weight: [G*H, H], a vector [G*H], or skip's list of [H, H].
 template <typename T>
@@ -379,7 +421,7 @@ template <typename T>
 Tape<T> GetTape(const Common& c, const py::object& o, bool write) {
   Tape<T> t;
   if (o.is_none()) return t;
-  const Named tp(o, "tape", {"gates", "hprev", "c", "extra"});
+  const Named tp(o, "tape", kTapeKeys);
   const int64_t H = c.pb.H;
   t.gates = Ptr<T>(tp["gates"], "tape gates", SeqShape(c, c.G * H), write, false);
   Shape hs = SeqShape(c, H);

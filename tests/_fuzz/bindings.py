@@ -6,6 +6,7 @@ import json
 import math
 
 import numpy as np
+from _helpers import binding_arg_names
 from _numeric import deep_copy as _deep_copy
 from _numeric import delete_path as _delete
 from _numeric import get_path as _get
@@ -317,7 +318,9 @@ def capture_binding_call(cell, dtype, bidir, batch_first, variant):
                 return fn
 
             def record(*args, **kwargs):
-                assert not args, "layers.py passes the bindings' arguments by name"
+                names = binding_arg_names(fn)  # layers.py passes them in order
+                assert len(args) <= len(names), (name, len(args), names)
+                kwargs = {**dict(zip(names, args)), **kwargs}
                 r = fn(**kwargs)  # the last call, as it was made:
                 seen[name.split("_")[0]] = _deep_copy({**kwargs, "spec": kwargs["spec"].fields()})
                 return r

@@ -385,9 +385,10 @@ class _Recurrent(Module):
                 i = k * D + d
                 rec = self._tape_arrays(T, B) if train else None
                 recs.append(rec)
-                fwd(spec=self._spec(d), x=inp, weights=self._kernel_weights(k, d),
-                    h0=None if h0 is None else h0[i], c0=None if c0 is None else c0[i], lengths=lens,
-                    y=y, hn=hn[i], cn=None if cn is None else cn[i], tape=rec, threads=threads, step0=step0)
+                # In the binding's order (_core.pyi): matching 12 keywords costs 0.5 us a call.
+                fwd(self._spec(d), inp, self._kernel_weights(k, d),  # spec, x, weights
+                    None if h0 is None else h0[i], None if c0 is None else c0[i], lens,  # h0, c0, lengths
+                    y, hn[i], None if cn is None else cn[i], rec, threads, step0)  # y, hn, cn, tape, ...
             if train:
                 tape.inputs.append(inp)
                 tape.records.append(recs)
@@ -451,12 +452,13 @@ class _Recurrent(Module):
             for d in range(D):
                 g = self._weights(k, d, self.grads, "grads")
                 i = k * D + d
-                bwd(spec=self._spec(d), x=inp, weights=self._kernel_weights(k, d),
-                    h0=None if tape.h0 is None else tape.h0[i], c0=None if tape.c0 is None else tape.c0[i],
-                    lengths=tape.lengths, tape=tape.records[k][d], dy=grad,
-                    dhn=None if dhn is None else dhn[i], dcn=None if dcn is None else dcn[i],
-                    dx=dx, dx_accumulate=d == 1, dh0=dh0[i], dc0=None if dc0 is None else dc0[i],
-                    grads=self._kernel_dict(g), dh_seq=dh_k, threads=threads, step0=tape.step0)
+                # In the binding's order (_core.pyi), as forward's call.
+                bwd(self._spec(d), inp, self._kernel_weights(k, d),  # spec, x, weights
+                    None if tape.h0 is None else tape.h0[i], None if tape.c0 is None else tape.c0[i],  # h0, c0
+                    tape.lengths, tape.records[k][d], grad,  # lengths, tape, dy
+                    None if dhn is None else dhn[i], None if dcn is None else dcn[i],  # dhn, dcn
+                    dx, d == 1, dh0[i], None if dc0 is None else dc0[i],  # dx, dx_accumulate, dh0, dc0
+                    self._kernel_dict(g), dh_k, threads, tape.step0)  # grads, dh_seq, threads, step0
             if k > 0:
                 mask = tape.masks[k - 1]
                 grad = dx if mask is None else dx * mask
